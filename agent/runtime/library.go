@@ -86,14 +86,14 @@ type candidate struct {
 // candidates lists the paths Init tries for cfgPath, in order.
 func candidates(cfgPath string, getenv func(string) string) []candidate {
 	if cfgPath != "" {
-		return []candidate{{cfgPath, "--ort-lib"}}
+		return []candidate{{cfgPath, "from --ort-lib"}}
 	}
 	if p := getenv(EnvLibraryPath); p != "" {
-		return []candidate{{p, EnvLibraryPath}}
+		return []candidate{{p, "from " + EnvLibraryPath}}
 	}
 	var cs []candidate
 	for _, p := range DefaultLibraryPaths() {
-		cs = append(cs, candidate{p, "default"})
+		cs = append(cs, candidate{p, "default location"})
 	}
 	return cs
 }
@@ -122,7 +122,7 @@ func Init(cfg LibraryConfig) (Library, error) {
 	defer state.mu.Unlock()
 	if state.done {
 		if state.err == nil && cfg.Path != "" && cfg.Path != state.requested && absPath(cfg.Path) != state.lib.Path {
-			return state.lib, fmt.Errorf("%w: loaded %s, asked for %s; the library can be chosen only once per process",
+			return Library{}, fmt.Errorf("%w: loaded %s, asked for %s; the library can be chosen only once per process",
 				ErrAlreadyLoaded, state.lib.Path, cfg.Path)
 		}
 		return state.lib, state.err

@@ -45,7 +45,7 @@ type Install struct {
 	Variant string `json:"variant"`
 	// Manifest is the signed model manifest envelope, kept so the agent can
 	// reload the model after a restart without the hub.
-	Manifest json.RawMessage `json:"manifest"`
+	Manifest json.RawMessage `json:"manifest,omitempty"`
 	// Mode is "active" or "shadow".
 	Mode string `json:"mode"`
 }
