@@ -218,16 +218,28 @@ func launch(ctx context.Context, p *process, ready func(context.Context) error, 
 // waitReady probes the child until ready succeeds, the child exits or ctx
 // ends. Errors carry the tail of the child's log.
 func waitReady(ctx context.Context, p *process, ready func(context.Context) error) error {
+	// A probe may hang on whatever else listens on the port when the child
+	// lost the race for it; end probes as soon as the child exits.
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	done := p.done
+	go func() {
+		select {
+		case <-done:
+			cancelRun()
+		case <-runCtx.Done():
+		}
+	}()
 	var lastErr error
 	for {
-		probeCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		probeCtx, cancel := context.WithTimeout(runCtx, 2*time.Second)
 		lastErr = ready(probeCtx)
 		cancel()
 		if lastErr == nil {
 			return nil
 		}
 		select {
-		case <-p.done:
+		case <-done:
 			out := p.runLog()
 			if portInUse(out) {
 				return fmt.Errorf("%s: %w", p.name, errPortInUse)
@@ -263,38 +275,43 @@ func freePort() (int, error) {
 // findBinary locates a server binary: the path in envVar if set, else the
 // first of candidates (absolute paths or names looked up in PATH) that is an
 // executable file. When none is found, the test is skipped, or failed when
-// CI is true, with a message saying how to install it.
+// CI is true, with a message saying how to install it. A path in envVar that
+// is not executable counts as not found: the setting is not second-guessed.
 func findBinary(tb testing.TB, name, envVar string, candidates []string, install string) string {
 	tb.Helper()
+	var msg string
 	if p := os.Getenv(envVar); p != "" {
-		if err := isExecutable(p); err != nil {
-			tb.Fatalf("testenv: %s=%s: %v", envVar, p, err)
+		err := isExecutable(p)
+		if err == nil {
+			return p
 		}
-		return p
-	}
-	var looked []string
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if !strings.Contains(c, string(filepath.Separator)) {
-			looked = append(looked, "$PATH/"+c)
-			if p, err := exec.LookPath(c); err == nil {
-				return p
+		msg = fmt.Sprintf("testenv: %s not found: %s=%s: %v; %s", name, envVar, p, err, install)
+	} else {
+		var looked []string
+		for _, c := range candidates {
+			if c == "" {
+				continue
 			}
-			continue
+			if !strings.Contains(c, string(filepath.Separator)) {
+				looked = append(looked, "$PATH/"+c)
+				if p, err := exec.LookPath(c); err == nil {
+					return p
+				}
+				continue
+			}
+			looked = append(looked, c)
+			if isExecutable(c) == nil {
+				return c
+			}
 		}
-		looked = append(looked, c)
-		if isExecutable(c) == nil {
-			return c
-		}
+		msg = fmt.Sprintf("testenv: %s not found (looked at %s; %s unset); %s",
+			name, strings.Join(looked, ", "), envVar, install)
 	}
-	msg := fmt.Sprintf("testenv: %s not found (looked at %s, %s unset); %s",
-		name, strings.Join(looked, ", "), envVar, install)
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 		tb.Fatal(msg)
+	} else {
+		tb.Skip(msg)
 	}
-	tb.Skip(msg)
 	return ""
 }
 
