@@ -19,5 +19,6 @@ and collects their state and telemetry.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(cli.VersionCommand("fleethub"))
+	root.AddCommand(newKeysCommand(), newManifestCommand(), newAssignmentCommand())
 	return root
 }

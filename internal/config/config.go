@@ -185,6 +185,9 @@ func BindFlags(fs *pflag.FlagSet, cfg any) {
 		if usage == "" {
 			usage = "config " + f.Key
 		}
+		if def := f.String(); def != "" && def != "0" && def != "false" {
+			usage += " (default " + def + ")"
+		}
 		fs.String(f.Flag, "", fmt.Sprintf("%s (env %s)", usage, f.Env))
 	}
 }
