@@ -321,7 +321,7 @@ func TestRejections(t *testing.T) {
 		doc  func() []byte
 		// wantEvent is the event type; wantReason a fragment of its reason.
 		wantEvent, wantReason string
-		wantPhase           string
+		wantPhase             string
 	}{
 		{
 			name: "tampered manifest",
