@@ -274,6 +274,9 @@ func (v *Verifier) VerifyManifest(raw []byte) (*VerifiedManifest, error) {
 		return nil, c.failErr("parse", err)
 	}
 	c.pass("parse")
+	if err := c.header(env, KindModel); err != nil {
+		return nil, err
+	}
 	if err := v.checkRootExpiry(c); err != nil {
 		return nil, err
 	}
@@ -396,6 +399,9 @@ func (v *Verifier) VerifyAssignment(raw []byte) (*VerifiedAssignment, error) {
 		}
 		entry.Manifest = menv.raw
 		mc.pass("parse")
+		if err := mc.header(menv, KindModel); err != nil {
+			return nil, err
+		}
 		m, art, err := v.verifyModel(mc, menv)
 		if err != nil {
 			return nil, err
@@ -458,12 +464,9 @@ func (v *Verifier) Accept(va *VerifiedAssignment) error {
 	return nil
 }
 
-// verifyModel checks a manifest envelope against the release role and the
-// Verifier's artifact rules. v.mu is held.
+// verifyModel checks a manifest envelope whose header was checked against
+// the release role and the Verifier's artifact rules. v.mu is held.
 func (v *Verifier) verifyModel(c *checklist, env *Envelope) (*ModelManifest, Artifact, error) {
-	if err := c.header(env, KindModel); err != nil {
-		return nil, Artifact{}, err
-	}
 	key := sha256.Sum256(env.raw)
 	m := v.manifests[key]
 	if m != nil {

@@ -6,3 +6,7 @@ func (s *Session) Holds() int64 { return s.holds.Load() &^ closingBit }
 
 // Closing reports whether Close has begun.
 func (s *Session) Closing() bool { return s.holds.Load()&closingBit != 0 }
+
+// SetTrimOnClose turns the malloc trim after Session.Close on or off and
+// returns the previous setting.
+func SetTrimOnClose(on bool) bool { return trimOnClose.Swap(on) }

@@ -85,11 +85,14 @@ type Options struct {
 	// on the GPU; 0 leaves ONNX Runtime's default (no limit).
 	GPUMemLimitBytes int64
 	// EnableCPUArena turns on ONNX Runtime's CPU memory arena, which keeps
-	// freed blocks for reuse by later runs. It is off by default: ONNX
-	// Runtime does not return all of the arena's memory when a session is
-	// destroyed (onnxruntime_go issues #48, #112, #114), so a daemon that
-	// swaps models grows with every reload, and small edge models gain
-	// little from it. Turn it on for large models served without reloads.
+	// the memory of past runs, grown in chunks up to the largest run's
+	// need, for reuse until the session closes. It is off by default: on a
+	// device that holds several models, each arena pins its peak, and with
+	// the example models the arena made no measurable difference to run
+	// time. It is not what makes memory grow over reloads (that is the C
+	// heap keeping freed memory, which [Session.Close] hands back; see
+	// TestReloadMemory). Turn it on for large models whose runs allocate
+	// much, after measuring.
 	EnableCPUArena bool
 	// Logger receives load, fallback and close events. Nil discards.
 	Logger *slog.Logger
@@ -475,8 +478,10 @@ func (s *Session) WarmUp(ctx context.Context, input map[string]Tensor) (time.Dur
 
 // Close stops new Runs (they get [ErrClosed]), waits for the Runs in
 // progress and the [Slot] acquisitions not yet released, and then destroys
-// the ONNX Runtime session. It is safe to call more than once and from
-// several goroutines; every call returns once the session is destroyed.
+// the ONNX Runtime session and returns the freed memory to the operating
+// system (glibc keeps it otherwise, and a daemon that reloads models grows
+// with every reload). It is safe to call more than once and from several
+// goroutines; every call returns once the session is destroyed.
 func (s *Session) Close() error {
 	for {
 		n := s.holds.Load()
@@ -492,6 +497,9 @@ func (s *Session) Close() error {
 		}
 	}
 	err := s.sess.Destroy()
+	if trimOnClose.Load() {
+		releaseFreedMemory()
+	}
 	close(s.done)
 	s.logger.Debug("model session closed")
 	if err != nil {

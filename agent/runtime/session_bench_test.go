@@ -154,54 +154,67 @@ func BenchmarkSwap(b *testing.B) {
 	}
 }
 
-// TestReloadMemory opens, warms up, runs and closes v1 200 times, with and
-// without the CPU memory arena, and logs how the process's resident memory
-// grows: the leak DESIGN.md warns about (onnxruntime_go #48, #112, #114).
-// It logs only; run one subtest alone (-run 'TestReloadMemory/arena-on')
-// for figures not skewed by the other.
+// TestReloadMemory opens, runs and closes a model 200 times and logs how
+// the process's resident memory grows: the growth DESIGN.md warns about
+// (onnxruntime_go #48, #112, #114). It runs v1 and a model with a 256 KiB
+// weight, each with the defaults (no CPU arena, C heap trimmed on Close),
+// with the arena, and without the trim. It logs only; run one subtest alone
+// (-run 'TestReloadMemory/matmul256/no-trim') for figures not skewed by
+// the others.
 func TestReloadMemory(t *testing.T) {
 	if testing.Short() {
-		t.Skip("200 reloads")
+		t.Skip("1,200 reloads")
 	}
 	runtimetest.Init(t)
-	in, out := windowSpecs(1)
-	path := examplePath(models.FileV1)
-	window := windowInput(make([]float32, mlp.InputSize), 1)
-	for _, arena := range []bool{false, true} {
-		name := "arena-off"
-		if arena {
-			name = "arena-on"
-		}
-		t.Run(name, func(t *testing.T) {
-			reload := func() {
-				s, err := runtime.Open(context.Background(), path, in, out, runtime.Options{EnableCPUArena: arena})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for range 5 {
-					if _, err := s.Run(context.Background(), window); err != nil {
+	v1In, v1Out := windowSpecs(1)
+	slowPath, slowIn, slowOut := slowModel(t, 8)
+	type model struct {
+		name         string
+		path         string
+		inputs, outs []runtime.TensorSpec
+		request      map[string]runtime.Tensor
+	}
+	type variant struct {
+		name  string
+		arena bool
+		trim  bool
+	}
+	for _, m := range []model{
+		{"v1", examplePath(models.FileV1), v1In, v1Out, windowInput(make([]float32, mlp.InputSize), 1)},
+		{"matmul256", slowPath, slowIn, slowOut, slowInput()},
+	} {
+		for _, v := range []variant{{"default", false, true}, {"arena-on", true, true}, {"no-trim", false, false}} {
+			t.Run(m.name+"/"+v.name, func(t *testing.T) {
+				defer runtime.SetTrimOnClose(runtime.SetTrimOnClose(v.trim))
+				reload := func() {
+					s, err := runtime.Open(context.Background(), m.path, m.inputs, m.outs, runtime.Options{EnableCPUArena: v.arena})
+					if err != nil {
+						t.Fatal(err)
+					}
+					for range 3 {
+						if _, err := s.Run(context.Background(), m.request); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := s.Close(); err != nil {
 						t.Fatal(err)
 					}
 				}
-				if err := s.Close(); err != nil {
-					t.Fatal(err)
+				for range 10 {
+					reload()
 				}
-			}
-			for range 10 {
-				reload()
-			}
-			debug.FreeOSMemory()
-			base := vmRSS(t)
-			for i := 1; i <= 200; i++ {
-				reload()
-				if i%50 == 0 {
-					debug.FreeOSMemory()
-					rss := vmRSS(t)
-					t.Logf("%s: after %3d reloads VmRSS %d KiB (%+d KiB, %+.1f KiB/reload)",
-						name, i, rss, rss-base, float64(rss-base)/float64(i))
+				debug.FreeOSMemory()
+				base := vmRSS(t)
+				const reloads = 200
+				for i := 1; i <= reloads; i++ {
+					reload()
 				}
-			}
-		})
+				debug.FreeOSMemory()
+				rss := vmRSS(t)
+				t.Logf("%s/%s: %d reloads: VmRSS %d KiB → %d KiB (%+d KiB, %+.1f KiB/reload)",
+					m.name, v.name, reloads, base, rss, rss-base, float64(rss-base)/reloads)
+			})
+		}
 	}
 }
 

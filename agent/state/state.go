@@ -123,10 +123,16 @@ type File struct {
 	path string
 }
 
-// NewFile returns the state file path, creating its directory.
+// NewFile returns the state file at path, creating its directory and
+// removing temporary files left by an interrupted write.
 func NewFile(path string) (*File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	// Temporary files of writes interrupted by a crash: never the state.
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*"))
+	for _, p := range stale {
+		os.Remove(p)
 	}
 	return &File{path: path}, nil
 }

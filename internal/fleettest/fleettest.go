@@ -20,6 +20,7 @@ import (
 
 	"github.com/modelfleet/modelfleet/examples/models"
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
+	"github.com/modelfleet/modelfleet/examples/models/onnxpb"
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
@@ -145,4 +146,21 @@ func AssignmentDoc(device string, seq uint64, manifests ...[]byte) *manifest.Ass
 		a.Models = append(a.Models, manifest.ModelAssignment{Manifest: m, Mode: manifest.ModeActive})
 	}
 	return a
+}
+
+// PaddedModel returns the example vibration model with the weights of seed
+// and an unused constant of padBytes pseudo-random bytes: a real, loadable
+// model as large as a test needs (e.g. to interrupt its download).
+func PaddedModel(seed uint64, padBytes int) []byte {
+	m := mlp.Model(mlp.ModelSpec{Weights: mlp.NewWeights(seed), ModelVersion: 1})
+	pad := make([]byte, padBytes/4*4)
+	x := seed | 1
+	for i := range pad {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		pad[i] = byte(x)
+	}
+	m.Graph.Initializers = append(m.Graph.Initializers, onnxpb.Tensor{Name: "padding", DataType: onnxpb.Float, Dims: []int64{int64(len(pad) / 4)}, RawData: pad})
+	return m.Marshal()
 }
