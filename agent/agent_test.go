@@ -420,3 +420,47 @@ func tamper(t *testing.T, env []byte) []byte {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+// TestS3OutageDuringDownload kills S3 while the agent downloads a new
+// version and brings it back: the agent completes the install.
+func TestS3OutageDuringDownload(t *testing.T) {
+	h := newHarness(t)
+	proxy := testenv.NewProxy(t, h.s3.Endpoint, 8<<20)
+	h.cfg.S3.Endpoint = proxy.Addr
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 1, v1))
+	h.waitState("v1 active", active("1.0.0"))
+
+	big := fleettest.PaddedModel(models.SeedV2, 24<<20)
+	v2 := fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
+		fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/big.onnx", big)), h.trust.Release)
+	h.publish(h.trust.Assignment(t, device, 2, v2))
+	h.waitState("v2 downloading", func(s report.State) bool {
+		p := s.Models[model].Progress
+		return p != nil && p.Done > 0 && p.Done < p.Total
+	})
+	h.s3.Kill(t)
+	time.Sleep(time.Second)
+	assertServes(t, h.agent, "1.0.0", models.SeedV1)
+	h.s3.Start(t)
+	h.waitState("v2 active after the outage", active("2.0.0"))
+	assertServes(t, h.agent, "2.0.0", models.SeedV2)
+	if served := proxy.Served(); served >= 2*int64(len(big)) {
+		t.Errorf("S3 sent %d bytes for a %d-byte model: the download restarted instead of resuming", served, len(big))
+	}
+}
+
+// TestBrokerRestart restarts the broker under a running agent: it
+// reconnects, republishes its state and takes new assignments.
+func TestBrokerRestart(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 1, v1))
+	h.waitState("v1 active", active("1.0.0"))
+	h.broker.Restart(t)
+	v2 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "2.0.0", models.FileV2)
+	h.publish(h.trust.Assignment(t, device, 2, v2))
+	h.waitState("v2 active after broker restart", active("2.0.0"))
+}

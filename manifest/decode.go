@@ -2,7 +2,6 @@ package manifest
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 )
@@ -169,8 +168,12 @@ func (o *objReader) done() error {
 	if len(o.used) == len(o.n.members) {
 		return nil
 	}
+	used := make(map[string]bool, len(o.used))
+	for _, k := range o.used {
+		used[k] = true
+	}
 	for _, m := range o.n.members {
-		if !slices.Contains(o.used, m.key) {
+		if !used[m.key] {
 			return malformed(fmt.Sprintf("%s has unknown member %q", o.path(), m.key))
 		}
 	}

@@ -25,8 +25,9 @@ type ModelManifest struct {
 	Created time.Time `json:"created"`
 	// Artifacts holds one model file per variant ("cpu", "cuda", …).
 	Artifacts []Artifact `json:"artifacts"`
-	// Inputs and Outputs describe the model's tensors.
-	Inputs  []TensorSpec `json:"inputs"`
+	// Inputs describes the model's input tensors.
+	Inputs []TensorSpec `json:"inputs"`
+	// Outputs describes the model's output tensors.
 	Outputs []TensorSpec `json:"outputs"`
 	// WarmUp is an optional input run once after loading.
 	WarmUp *WarmUp `json:"warmup,omitempty"`

@@ -36,8 +36,11 @@ type Root struct {
 
 // RoleKeys is the "roles" member of a Root.
 type RoleKeys struct {
-	Root     Role `json:"root"`
-	Release  Role `json:"release"`
+	// Root signs root.json.
+	Root Role `json:"root"`
+	// Release signs model manifests.
+	Release Role `json:"release"`
+	// Director signs assignments.
 	Director Role `json:"director"`
 }
 

@@ -10,6 +10,7 @@ import (
 // Semver is a parsed semantic version (https://semver.org, 2.0.0), without
 // a leading "v": MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD].
 type Semver struct {
+	// Major, Minor and Patch are the three release numbers.
 	Major, Minor, Patch uint64
 	// Pre holds the dot-separated pre-release identifiers; empty for a release.
 	Pre []string

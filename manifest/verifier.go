@@ -80,6 +80,7 @@ type State struct {
 // the agent has taken it as its desired state.
 //
 // A Verifier is safe for concurrent use; its methods serialise on a mutex.
+// Create it with NewVerifier; the zero value is not usable.
 type Verifier struct {
 	cfg Config
 
@@ -198,7 +199,7 @@ func (v *Verifier) UpdateRoot(raw []byte) (*Root, error) {
 		return nil, c.failErr("parse", err)
 	}
 	c.pass("parse")
-	if bytes.Equal(env.Bytes(), old.raw) {
+	if bytes.Equal(env.raw, old.raw) {
 		return old.root.Clone(), nil
 	}
 	if err := c.header(env, KindRoot); err != nil {
@@ -231,7 +232,7 @@ func (v *Verifier) UpdateRoot(raw []byte) (*Root, error) {
 		return nil, c.fail("expiry", ErrExpired, fmt.Sprintf("the new root expired at %s (now %s)", root.Expires.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	}
 	c.pass("expiry")
-	next.raw = env.Bytes()
+	next.raw = env.raw
 	v.root = next
 	v.manifests = nil
 	v.gen++
@@ -620,7 +621,7 @@ func loadTrustedRoot(raw []byte, maxBytes int64) (*trustedRoot, error) {
 	if err := tr.checkSignatures(c, "signatures", RoleRoot, env); err != nil {
 		return nil, err
 	}
-	tr.raw = env.Bytes()
+	tr.raw = env.raw
 	return tr, nil
 }
 
@@ -659,8 +660,9 @@ func (tr *trustedRoot) checkSignatures(c *checklist, check, role string, env *En
 			}
 			continue
 		}
+		pub := tr.keys[s.KeyID]
 		sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
-		if err != nil || len(sig) != ed25519.SignatureSize || !ed25519.Verify(tr.keys[s.KeyID], env.Signed, sig) {
+		if err != nil || len(sig) != ed25519.SignatureSize || len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, env.Signed, sig) {
 			bad = append(bad, s.KeyID)
 			continue
 		}

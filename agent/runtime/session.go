@@ -136,7 +136,24 @@ func (o Options) normalize() (Options, error) {
 // goroutines may call [Session.Run] at once (it uses onnxruntime_go's
 // DynamicAdvancedSession, which allows that; issue #79), and [Session.Close]
 // waits for them.
+//
+// [Slot.Acquire] hands out further Session values for the same model, each
+// holding it open until released; all of them share one ONNX Runtime
+// session, and closing any closes it.
 type Session struct {
+	m     *model
+	lease *lease // set on the handles Slot.Acquire returns
+}
+
+// lease is a Slot acquisition: while not released, it counts as a hold on
+// the model, so Close waits and the holder's Runs need no hold of their own.
+type lease struct {
+	released atomic.Bool
+}
+
+// model is the ONNX Runtime session and what is needed to run it, shared by
+// every Session handle of it.
+type model struct {
 	path         string
 	sess         *ort.DynamicAdvancedSession
 	inputs       []TensorSpec
@@ -154,7 +171,7 @@ type Session struct {
 	done    chan struct{} // closed when Close has destroyed the session
 }
 
-// closingBit marks [Session.holds] once Close has begun; the low bits count.
+// closingBit marks model.holds once Close has begun; the low bits count.
 const closingBit = int64(1) << 62
 
 // Open loads the ONNX model at path and checks it against the declared
@@ -195,7 +212,7 @@ func Open(ctx context.Context, path string, inputs, outputs []TensorSpec, opts O
 		return nil, fmt.Errorf("open model %s: %w", path, err)
 	}
 
-	s := &Session{
+	m := &model{
 		path:     path,
 		inputs:   cloneSpecs(inputs),
 		outputs:  cloneSpecs(outputs),
@@ -204,29 +221,29 @@ func Open(ctx context.Context, path string, inputs, outputs []TensorSpec, opts O
 		drained:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	for i, o := range s.outputs {
-		s.static[i] = !o.hasDynamic()
+	for i, o := range m.outputs {
+		m.static[i] = !o.hasDynamic()
 	}
-	inNames, outNames := specNames(s.inputs), specNames(s.outputs)
+	inNames, outNames := specNames(m.inputs), specNames(m.outputs)
 	start := time.Now()
 	if opts.Provider == ProviderCUDA {
-		s.sess, err = newORTSession(path, inNames, outNames, opts, true)
+		m.sess, err = newORTSession(path, inNames, outNames, opts, true)
 		if err == nil {
-			s.provider = ProviderCUDA
+			m.provider = ProviderCUDA
 		} else {
-			s.providerNote = "asked for CUDA, running on CPU: " + err.Error()
+			m.providerNote = "asked for CUDA, running on CPU: " + err.Error()
 			opts.Logger.Warn("CUDA unavailable, falling back to CPU", "path", path, "reason", err.Error())
 		}
 	}
-	if s.sess == nil {
-		if s.sess, err = newORTSession(path, inNames, outNames, opts, false); err != nil {
+	if m.sess == nil {
+		if m.sess, err = newORTSession(path, inNames, outNames, opts, false); err != nil {
 			return nil, fmt.Errorf("%w %s: %v", ErrLoad, path, err)
 		}
 	}
-	s.logger = opts.Logger.With("path", path, "provider", string(s.provider))
-	s.logger.Info("model loaded", "load_ms", time.Since(start).Milliseconds(),
+	m.logger = opts.Logger.With("path", path, "provider", string(m.provider))
+	m.logger.Info("model loaded", "load_ms", time.Since(start).Milliseconds(),
 		"intra_op_threads", opts.IntraOpThreads, "inter_op_threads", opts.InterOpThreads, "cpu_arena", opts.EnableCPUArena)
-	return s, nil
+	return &Session{m: m}, nil
 }
 
 // newORTSession creates the ONNX Runtime session, with the CUDA provider
@@ -321,13 +338,13 @@ func notLoadedHint(err error) error {
 }
 
 // Path returns the model file the session was loaded from.
-func (s *Session) Path() string { return s.path }
+func (s *Session) Path() string { return s.m.path }
 
 // Inputs returns a copy of the input specs requests are checked against.
-func (s *Session) Inputs() []TensorSpec { return cloneSpecs(s.inputs) }
+func (s *Session) Inputs() []TensorSpec { return cloneSpecs(s.m.inputs) }
 
 // Outputs returns a copy of the output specs, in the order given to [Open].
-func (s *Session) Outputs() []TensorSpec { return cloneSpecs(s.outputs) }
+func (s *Session) Outputs() []TensorSpec { return cloneSpecs(s.m.outputs) }
 
 // Provider returns the execution provider the session was created with.
 // It is [ProviderCPU] when CUDA was asked for but could not be set up; see
@@ -336,12 +353,12 @@ func (s *Session) Outputs() []TensorSpec { return cloneSpecs(s.outputs) }
 // With [ProviderCUDA], ONNX Runtime may still place single operators that
 // CUDA lacks on the CPU, and onnxruntime_go offers no way to list the
 // placement; GPU utilisation (NVML) is the confirmation.
-func (s *Session) Provider() Provider { return s.provider }
+func (s *Session) Provider() Provider { return s.m.provider }
 
 // ProviderNote explains a difference between the provider asked for and
 // the one in use ("asked for CUDA, running on CPU: …"), for the agent to
 // report as a warning. It is empty when the session got what it asked for.
-func (s *Session) ProviderNote() string { return s.providerNote }
+func (s *Session) ProviderNote() string { return s.m.providerNote }
 
 // Run checks inputs against the input specs, runs the model, and returns
 // every declared output by name. The returned tensors own their data.
@@ -356,15 +373,18 @@ func (s *Session) ProviderNote() string { return s.providerNote }
 // Errors match [ErrInvalidInput] (nothing ran), [ErrClosed], [ErrRun], or
 // ctx's error. Run never panics on bad input.
 func (s *Session) Run(ctx context.Context, inputs map[string]Tensor) (map[string]Tensor, error) {
-	if !s.hold() {
-		return nil, fmt.Errorf("%w: %s", ErrClosed, s.path)
+	if s.lease != nil && !s.lease.released.Load() {
+		return s.m.run(ctx, inputs) // the lease holds the model
 	}
-	defer s.release()
-	return s.run(ctx, inputs)
+	if !s.m.hold() {
+		return nil, fmt.Errorf("%w: %s", ErrClosed, s.m.path)
+	}
+	defer s.m.release()
+	return s.m.run(ctx, inputs)
 }
 
-// run is Run for a caller that holds the session.
-func (s *Session) run(ctx context.Context, inputs map[string]Tensor) (map[string]Tensor, error) {
+// run is Run for a caller that holds the model.
+func (s *model) run(ctx context.Context, inputs map[string]Tensor) (map[string]Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("run %s: %w", s.path, err)
 	}
@@ -454,25 +474,25 @@ func terminateOnCancel(ctx context.Context, ro *ort.RunOptions) (stop func()) {
 // install.
 func (s *Session) WarmUp(ctx context.Context, input map[string]Tensor) (time.Duration, error) {
 	if input == nil {
-		input = make(map[string]Tensor, len(s.inputs))
-		for _, spec := range s.inputs {
+		input = make(map[string]Tensor, len(s.m.inputs))
+		for _, spec := range s.m.inputs {
 			shape := make([]int64, len(spec.Shape))
 			for i, d := range spec.Shape {
 				shape[i] = max(d, 1)
 			}
 			z, err := Zeros(spec.ElemType, shape)
 			if err != nil {
-				return 0, fmt.Errorf("warm up %s: %w", s.path, err)
+				return 0, fmt.Errorf("warm up %s: %w", s.m.path, err)
 			}
 			input[spec.Name] = z
 		}
 	}
 	start := time.Now()
 	if _, err := s.Run(ctx, input); err != nil {
-		return 0, fmt.Errorf("warm up %s: %w", s.path, err)
+		return 0, fmt.Errorf("warm up %s: %w", s.m.path, err)
 	}
 	d := time.Since(start)
-	s.logger.Debug("model warmed up", "warmup_ms", float64(d.Microseconds())/1000)
+	s.m.logger.Debug("model warmed up", "warmup_ms", float64(d.Microseconds())/1000)
 	return d, nil
 }
 
@@ -483,6 +503,22 @@ func (s *Session) WarmUp(ctx context.Context, input map[string]Tensor) (time.Dur
 // with every reload). It is safe to call more than once and from several
 // goroutines; every call returns once the session is destroyed.
 func (s *Session) Close() error {
+	if s.lease != nil {
+		s.releaseLease() // or Close would wait for the caller itself
+	}
+	return s.m.close()
+}
+
+// releaseLease ends the Slot acquisition of a leased handle; later calls
+// do nothing.
+func (s *Session) releaseLease() {
+	if s.lease.released.CompareAndSwap(false, true) {
+		s.m.release()
+	}
+}
+
+// close is Session.Close.
+func (s *model) close() error {
 	for {
 		n := s.holds.Load()
 		if n&closingBit != 0 {
@@ -510,7 +546,7 @@ func (s *Session) Close() error {
 
 // hold registers a user of the session, and reports false once Close has
 // begun.
-func (s *Session) hold() bool {
+func (s *model) hold() bool {
 	for {
 		n := s.holds.Load()
 		if n&closingBit != 0 {
@@ -524,7 +560,7 @@ func (s *Session) hold() bool {
 
 // release ends a hold. The last one to leave after Close began lets Close
 // proceed.
-func (s *Session) release() {
+func (s *model) release() {
 	if s.holds.Add(-1) == closingBit {
 		close(s.drained)
 	}

@@ -494,7 +494,8 @@ func TestConcurrentRun(t *testing.T) {
 }
 
 // TestCloseWaitsForInFlight closes a session while a long Run is in
-// progress: the Run must complete, and Close return only after it.
+// progress: the Run must complete with the right result, and Close must not
+// return while the Run still holds the session.
 func TestCloseWaitsForInFlight(t *testing.T) {
 	runtimetest.Init(t)
 	path, in, out := slowModel(t, 600)
@@ -502,31 +503,45 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var order atomic.Int64 // 1 for the first to finish, 2 for the second
-	var runErr error
-	var runOrder, closeOrder int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, runErr = s.Run(context.Background(), slowInput())
-		runOrder = order.Add(1)
-	})
+	input := slowInput()
+	type result struct {
+		out map[string]runtime.Tensor
+		err error
+	}
+	runDone := make(chan result, 1)
+	go func() {
+		out, err := s.Run(context.Background(), input)
+		runDone <- result{out, err}
+	}()
 	waitFor(t, func() bool { return s.Holds() == 1 })
-	wg.Go(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		closeOrder = order.Add(1)
-	})
+	closeDone := make(chan error, 1)
+	go func() { closeDone <- s.Close() }()
 	waitFor(t, s.Closing)
-	if _, err := s.Run(context.Background(), slowInput()); !errors.Is(err, runtime.ErrClosed) {
+	if _, err := s.Run(context.Background(), input); !errors.Is(err, runtime.ErrClosed) {
 		t.Errorf("Run while closing = %v, want ErrClosed", err)
 	}
-	wg.Wait()
-	if runErr != nil {
-		t.Fatalf("in-flight Run: %v", runErr)
+	// Holds only fall once Close has begun, so a Close seen finished while
+	// a hold is still counted returned too early.
+	var closeErr error
+	for closed := false; !closed; {
+		select {
+		case closeErr = <-closeDone:
+			closed = true
+		case <-time.After(time.Millisecond):
+		}
+		if h := s.Holds(); closed && h != 0 {
+			t.Fatalf("Close returned with %d Runs in flight", h)
+		}
 	}
-	if runOrder != 1 || closeOrder != 2 {
-		t.Fatalf("Run finished %d, Close %d: Close did not wait for the Run", runOrder, closeOrder)
+	if closeErr != nil {
+		t.Fatalf("Close: %v", closeErr)
+	}
+	r := <-runDone
+	if r.err != nil {
+		t.Fatalf("in-flight Run: %v", r.err)
+	}
+	if !slices.Equal(r.out["y"].Float32(), input["x"].Float32()) {
+		t.Error("in-flight Run returned a wrong result")
 	}
 }
 

@@ -28,21 +28,22 @@ type slotEntry struct {
 
 // Acquire returns the current session and its version, with a hold on the
 // session: until release is called, [Session.Close] waits, so the session
-// stays usable even if it is swapped out and closed meanwhile. Call release
-// exactly once when done (later calls do nothing). ok is false, and release
-// a no-op, when the slot is empty or its session was closed without being
-// swapped out first.
+// stays usable, through the returned handle, even if it is swapped out and
+// its Close has begun meanwhile. Call release when done with s (later calls
+// do nothing); after release, s is an ordinary handle, whose Runs fail with
+// [ErrClosed] once the session closes. ok is false, and release a no-op,
+// when the slot is empty or its session was closed without being swapped
+// out first.
+//
+// s is a handle of its own, not the *Session given to [Slot.Swap]; it
+// shares that session's model, and closing it closes the model.
 func (sl *Slot) Acquire() (s *Session, version string, release func(), ok bool) {
 	e, _ := sl.acquire()
 	if e == nil {
 		return nil, "", func() {}, false
 	}
-	var released atomic.Bool
-	return e.s, e.version, func() {
-		if released.CompareAndSwap(false, true) {
-			e.s.release()
-		}
-	}, true
+	h := &Session{m: e.s.m, lease: new(lease)}
+	return h, e.version, h.releaseLease, true
 }
 
 // acquire returns the current entry with a hold on its session, or nil and
@@ -53,7 +54,7 @@ func (sl *Slot) acquire() (*slotEntry, error) {
 		if e == nil {
 			return nil, ErrNotLoaded
 		}
-		if e.s.hold() {
+		if e.s.m.hold() {
 			return e, nil
 		}
 		// The session is closing. Closing follows the swap that replaced
@@ -101,7 +102,7 @@ func (sl *Slot) Run(ctx context.Context, inputs map[string]Tensor) (outputs map[
 	if e == nil {
 		return nil, "", fmt.Errorf("run: %w", err)
 	}
-	defer e.s.release()
-	outputs, err = e.s.run(ctx, inputs)
+	defer e.s.m.release()
+	outputs, err = e.s.m.run(ctx, inputs)
 	return outputs, e.version, err
 }

@@ -85,7 +85,7 @@ func TestSlotAcquireSurvivesSwap(t *testing.T) {
 	slot.Swap(v1, "1")
 
 	held, version, release, ok := slot.Acquire()
-	if !ok || held != v1 || version != "1" {
+	if !ok || held.Path() != v1.Path() || version != "1" {
 		t.Fatalf("Acquire = %v, %q, %v", held, version, ok)
 	}
 	old, oldVersion := slot.Swap(v2, "2")
@@ -120,6 +120,29 @@ func TestSlotAcquireSurvivesSwap(t *testing.T) {
 	}
 	if _, err := held.Run(context.Background(), windowInput(window, 1)); !errors.Is(err, runtime.ErrClosed) {
 		t.Errorf("Run after release and close = %v, want ErrClosed", err)
+	}
+}
+
+// TestSlotCloseAcquired closes a session through the handle Acquire
+// returned, before releasing it: Close must not wait for its own caller.
+func TestSlotCloseAcquired(t *testing.T) {
+	runtimetest.Init(t)
+	var slot runtime.Slot
+	s := openWarm(t, models.FileV1)
+	slot.Swap(s, "1")
+	held, _, release, ok := slot.Acquire()
+	if !ok {
+		t.Fatal("Acquire found no session")
+	}
+	if err := held.Close(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := s.Close(); err != nil {
+		t.Errorf("Close through the owner after the holder closed it: %v", err)
+	}
+	if n := s.Holds(); n != 0 {
+		t.Errorf("holds = %d, want 0", n)
 	}
 }
 

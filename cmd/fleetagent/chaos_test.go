@@ -5,17 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -57,7 +53,7 @@ func TestKillDuringInstall(t *testing.T) {
 	s3 := testenv.MinIO(t)
 	// The agent reaches S3 through a proxy that counts the bytes and slows
 	// the transfer, so kills land in the middle of the download.
-	proxy := newProxy(t, s3.Endpoint, 24<<20)
+	proxy := testenv.NewProxy(t, s3.Endpoint, 24<<20)
 	trust := fleettest.NewTrust(t)
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
@@ -79,7 +75,7 @@ fetch:
   retry_base_millis: 50
   retry_max_millis: 500
 log_level: debug
-`, broker.URL, proxy.addr, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, trust.WriteRoot(t, dir), ortLib))
+`, broker.URL, proxy.Addr, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, trust.WriteRoot(t, dir), ortLib))
 
 	const name = "vibration-anomaly"
 	big := fleettest.PaddedModel(models.SeedV2, 32<<20)
@@ -109,7 +105,7 @@ log_level: debug
 	p := startAgent(t, bin, cfgPath, dir, 0)
 	waitActive(t, stateFile, name, "1.0.0")
 	p.kill(t)
-	proxy.reset()
+	proxy.Reset()
 
 	publish(trust.Assignment(t, "edge-chaos", 2, v2))
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
@@ -118,7 +114,7 @@ log_level: debug
 		time.Sleep(time.Duration(50+rng.IntN(1200)) * time.Millisecond)
 		p.kill(t)
 		version := checkConsistent(t, stateFile, dataDir, name, seeds)
-		t.Logf("kill %d: active %s, %d bytes from S3 so far", i+1, version, proxy.served.Load())
+		t.Logf("kill %d: active %s, %d bytes from S3 so far", i+1, version, proxy.Served())
 	}
 
 	p = startAgent(t, bin, cfgPath, dir, iterations+1)
@@ -126,7 +122,7 @@ log_level: debug
 	p.waitLog(t, "connected to broker") // a SIGTERM before signal handling is set up would kill it
 	p.stop(t)
 	checkConsistent(t, stateFile, dataDir, name, seeds)
-	served := proxy.served.Load()
+	served := proxy.Served()
 	t.Logf("S3 sent %d bytes in total for a %d-byte model over %d kills", served, len(big), iterations)
 	if served >= int64(2*len(big)) {
 		t.Errorf("S3 sent %d bytes for a %d-byte model: downloads restarted instead of resuming", served, len(big))
@@ -282,64 +278,3 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
-
-// proxy forwards TCP connections to target, counting the bytes the target
-// sends and limiting them to rate bytes per second per connection.
-type proxy struct {
-	addr   string
-	served atomic.Int64
-	rate   int
-}
-
-func newProxy(t *testing.T, target string, rate int) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{addr: ln.Addr().String(), rate: rate}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				s, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
-				buf := make([]byte, 32<<10)
-				start, sent := time.Now(), 0
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-						p.served.Add(int64(n))
-						sent += n
-						if ahead := time.Duration(float64(sent)/float64(p.rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
-							time.Sleep(ahead)
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return p
-}
-
-func (p *proxy) reset() { p.served.Store(0) }

@@ -25,18 +25,21 @@ const (
 
 // RoleSpec is how many keys a role has and how many of them must sign.
 type RoleSpec struct {
-	Keys      int `json:"keys"`
+	// Keys is the number of keys.
+	Keys int `json:"keys"`
+	// Threshold is how many distinct keys must sign.
 	Threshold int `json:"threshold"`
 }
 
 // InitOptions configures Init.
 type InitOptions struct {
+	// Root, Release and Director size the three roles.
 	Root, Release, Director RoleSpec
 	// Expires is how long the root is valid.
 	Expires time.Duration
-	// Now is the clock (time.Now when nil); Rand the key source
-	// (crypto/rand when nil).
-	Now  func() time.Time
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand is the key source; nil means crypto/rand.
 	Rand io.Reader
 }
 
@@ -49,16 +52,22 @@ func DefaultInitOptions() InitOptions {
 
 // KeyFile describes one private key file.
 type KeyFile struct {
-	Role  string `json:"role"`
+	// Role is root, release or director.
+	Role string `json:"role"`
+	// KeyID is the key's ID (manifest.KeyID).
 	KeyID string `json:"keyid"`
-	Path  string `json:"path"`
+	// Path is the file.
+	Path string `json:"path"`
 }
 
 // InitResult is what Init created.
 type InitResult struct {
-	RootPath string         `json:"root_path"`
-	Root     *manifest.Root `json:"root"`
-	Keys     []KeyFile      `json:"keys"`
+	// RootPath is the root.json written.
+	RootPath string `json:"root_path"`
+	// Root is its content.
+	Root *manifest.Root `json:"root"`
+	// Keys lists the private key files created.
+	Keys []KeyFile `json:"keys"`
 }
 
 // Init creates a key directory: fresh keys for the roles root, release and
@@ -121,19 +130,22 @@ type RotateOptions struct {
 	Replace map[string]RoleSpec
 	// Expires is how long the new root is valid.
 	Expires time.Duration
-	// Now is the clock (time.Now when nil); Rand the key source
-	// (crypto/rand when nil).
-	Now  func() time.Time
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand is the key source; nil means crypto/rand.
 	Rand io.Reader
 }
 
 // RotateResult is what Rotate changed.
 type RotateResult struct {
-	RootPath string         `json:"root_path"`
-	Root     *manifest.Root `json:"root"`
+	// RootPath is the root.json written.
+	RootPath string `json:"root_path"`
+	// Root is the new root.
+	Root *manifest.Root `json:"root"`
 	// ArchivedRoot is where the previous root.json was kept.
-	ArchivedRoot string    `json:"archived_root"`
-	NewKeys      []KeyFile `json:"new_keys"`
+	ArchivedRoot string `json:"archived_root"`
+	// NewKeys lists the private key files created.
+	NewKeys []KeyFile `json:"new_keys"`
 	// Retired lists key files moved to retired/ because no role lists them.
 	Retired []KeyFile `json:"retired"`
 }
@@ -315,6 +327,7 @@ func retire(dir string, root *manifest.Root, have map[string]LoadedKey) ([]KeyFi
 // LoadedKey is a private key file read from a key directory.
 type LoadedKey struct {
 	KeyFile
+	// Signer signs with the key.
 	Signer *manifest.Ed25519Signer
 }
 
