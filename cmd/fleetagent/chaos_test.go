@@ -54,8 +54,9 @@ func TestKillDuringInstall(t *testing.T) {
 	// The agent reaches S3 through a proxy that counts the bytes and slows
 	// the transfer, so kills land in the middle of the download.
 	proxy := testenv.NewProxy(t, s3.Endpoint, 24<<20)
-	trust := fleettest.NewTrust(t)
 	dir := t.TempDir()
+	// The trust root comes from the same code as `fleethub keys init`.
+	trust := fleettest.TrustFromKeyDir(t, filepath.Join(dir, "keys"))
 	dataDir := filepath.Join(dir, "data")
 	cfgPath := filepath.Join(dir, "agent.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf(`device_id: edge-chaos
@@ -75,7 +76,7 @@ fetch:
   retry_base_millis: 50
   retry_max_millis: 500
 log_level: debug
-`, broker.URL, proxy.Addr, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, trust.WriteRoot(t, dir), ortLib))
+`, broker.URL, proxy.Addr, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, filepath.Join(dir, "keys", "root.json"), ortLib))
 
 	const name = "vibration-anomaly"
 	big := fleettest.PaddedModel(models.SeedV2, 32<<20)

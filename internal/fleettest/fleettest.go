@@ -21,6 +21,7 @@ import (
 	"github.com/modelfleet/modelfleet/examples/models"
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
 	"github.com/modelfleet/modelfleet/examples/models/onnxpb"
+	"github.com/modelfleet/modelfleet/internal/keys"
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
@@ -163,4 +164,36 @@ func PaddedModel(seed uint64, padBytes int) []byte {
 	}
 	m.Graph.Initializers = append(m.Graph.Initializers, onnxpb.Tensor{Name: "padding", DataType: onnxpb.Float, Dims: []int64{int64(len(pad) / 4)}, RawData: pad})
 	return m.Marshal()
+}
+
+// TrustFromKeyDir creates a key directory the way `fleethub keys init`
+// does (thresholds of 1) and returns its keys and root.json as a Trust.
+func TrustFromKeyDir(tb testing.TB, dir string) *Trust {
+	tb.Helper()
+	res, err := keys.Init(context.Background(), dir, keys.DefaultInitOptions())
+	if err != nil {
+		tb.Fatalf("keys init: %v", err)
+	}
+	loaded, err := keys.LoadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	t := &Trust{}
+	for _, k := range loaded {
+		switch k.Role {
+		case manifest.RoleRoot:
+			t.Root = k.Signer
+		case manifest.RoleRelease:
+			t.Release = k.Signer
+		case manifest.RoleDirector:
+			t.Director = k.Signer
+		}
+	}
+	if t.Root == nil || t.Release == nil || t.Director == nil {
+		tb.Fatalf("key directory %s lacks a role key: %+v", dir, res.Keys)
+	}
+	if t.RootJSON, err = os.ReadFile(res.RootPath); err != nil {
+		tb.Fatal(err)
+	}
+	return t
 }
