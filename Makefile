@@ -49,6 +49,10 @@ lint: ## go vet and staticcheck
 fuzz: ## Run every fuzz target for FUZZ_TIME each (make fuzz FUZZ_TIME=5m)
 	@scripts/fuzz.sh $(FUZZ_TIME)
 
+.PHONY: chaos
+chaos: deps ## Kill the agent 200 times during installs (longer than the run in make test)
+	MODELFLEET_CHAOS_ITERATIONS=200 $(GO) test -count=1 -timeout 60m -run TestKillDuringInstall -v ./cmd/fleetagent
+
 .PHONY: bench
 bench: deps ## Run the benchmarks (ratios against in-run baselines)
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./...
