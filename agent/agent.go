@@ -19,8 +19,9 @@ import (
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
-// ErrNoModel is returned by Infer for a model that is not serving.
-var ErrNoModel = errors.New("model not serving")
+// ErrNoModel is returned by Infer for a model that is not serving; it is
+// runtime.ErrNotLoaded.
+var ErrNoModel = runtime.ErrNotLoaded
 
 // retryDelay is how long a pending install that failed for a transient
 // reason (storage or network outage) waits before the next try.
@@ -45,8 +46,7 @@ type Agent struct {
 
 	mu       sync.Mutex // guards all following fields
 	st       *state.State
-	slots    map[string]*runtime.Slot
-	provider map[string]string
+	served   map[string]*served
 	progress map[string]report.Progress
 	lastPub  time.Time
 	started  bool
@@ -67,8 +67,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		log:      log.With("device", cfg.DeviceID),
 		topics:   bus.NewTopics(cfg.MQTT.TopicPrefix),
 		inbox:    make(chan inMsg, 16),
-		slots:    map[string]*runtime.Slot{},
-		provider: map[string]string{},
+		served:   map[string]*served{},
 		progress: map[string]report.Progress{},
 	}
 }
@@ -111,6 +110,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.started = true
 	a.mu.Unlock()
 	a.onConnect()
+	go a.janitor(ctx)
 	a.event(ctx, report.Event{Type: report.EventStarted, Sequence: a.verifier.State().Sequence})
 	a.loop(ctx)
 	return nil
@@ -214,27 +214,6 @@ func (a *Agent) restore(ctx context.Context) {
 	}
 }
 
-// activate loads an installed version and swaps it into the model's slot.
-func (a *Agent) activate(ctx context.Context, name string, in *state.Install) error {
-	sess, err := a.open(ctx, in)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	slot, ok := a.slots[name]
-	if !ok {
-		slot = &runtime.Slot{}
-		a.slots[name] = slot
-	}
-	a.provider[name] = string(sess.Provider())
-	a.mu.Unlock()
-	old, _ := slot.Swap(sess, in.Version)
-	if old != nil {
-		old.Close() // waits for in-flight requests on the old version
-	}
-	return nil
-}
-
 // open loads the verified blob of an install into ONNX Runtime and warms it up.
 func (a *Agent) open(ctx context.Context, in *state.Install) (*runtime.Session, error) {
 	env, err := manifest.ParseEnvelope(in.Manifest)
@@ -249,36 +228,6 @@ func (a *Agent) open(ctx context.Context, in *state.Install) (*runtime.Session, 
 		return nil, fmt.Errorf("blob %s is missing", in.Digest)
 	}
 	return openModel(ctx, a.store.Path(in.Digest), &m, in.Variant, a.log)
-}
-
-func (a *Agent) closeModels() {
-	a.mu.Lock()
-	slots := a.slots
-	a.slots = map[string]*runtime.Slot{}
-	a.mu.Unlock()
-	for _, s := range slots {
-		if old, _ := s.Swap(nil, ""); old != nil {
-			old.Close()
-		}
-	}
-}
-
-// Infer runs one request on the serving version of model and returns the
-// outputs and the version that answered.
-func (a *Agent) Infer(ctx context.Context, model string, inputs map[string]runtime.Tensor) (map[string]runtime.Tensor, string, error) {
-	a.mu.Lock()
-	slot := a.slots[model]
-	a.mu.Unlock()
-	if slot == nil {
-		return nil, "", fmt.Errorf("%w: %s", ErrNoModel, model)
-	}
-	sess, version, release, ok := slot.Acquire()
-	if !ok {
-		return nil, "", fmt.Errorf("%w: %s", ErrNoModel, model)
-	}
-	defer release()
-	out, err := sess.Run(ctx, inputs)
-	return out, version, err
 }
 
 // Status returns a snapshot of the persisted state.

@@ -441,6 +441,7 @@ func TestS3OutageDuringDownload(t *testing.T) {
 		return p != nil && p.Done > 0 && p.Done < p.Total
 	})
 	h.s3.Kill(t)
+	proxy.CloseAll() // what the server had already sent is lost with the connection
 	time.Sleep(time.Second)
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 	h.s3.Start(t)
@@ -463,4 +464,60 @@ func TestBrokerRestart(t *testing.T) {
 	v2 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "2.0.0", models.FileV2)
 	h.publish(h.trust.Assignment(t, device, 2, v2))
 	h.waitState("v2 active after broker restart", active("2.0.0"))
+}
+
+// TestScaleToZero unloads an idle model and reloads it on the next request.
+func TestScaleToZero(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Serving.IdleTTLSeconds = 1
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 1, v1))
+	h.waitState("v1 active", active("1.0.0"))
+	h.waitState("v1 unloaded when idle", func(s report.State) bool {
+		m := s.Models[model]
+		return m.Version == "1.0.0" && !m.Loaded
+	})
+	assertServes(t, h.agent, "1.0.0", models.SeedV1) // lazy reload
+	h.waitState("v1 loaded again", func(s report.State) bool { return s.Models[model].Loaded })
+}
+
+// TestBusy refuses requests beyond the concurrency limit and queue.
+func TestBusy(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Serving.Concurrency, h.cfg.Serving.QueueLength = 1, 0
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 1, v1))
+	h.waitState("v1 active", active("1.0.0"))
+	// Many concurrent callers against a limit of one: some must be refused
+	// as busy, none may fail otherwise, and the agent keeps serving.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	busy, okCount := 0, 0
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				_, _, err := h.agent.Infer(context.Background(), model, map[string]runtime.Tensor{mlp.InputName: runtime.NewTensor([]int64{1, mlp.InputSize}, window())})
+				mu.Lock()
+				switch {
+				case err == nil:
+					okCount++
+				case errors.Is(err, runtime.ErrBusy):
+					busy++
+				default:
+					t.Errorf("unexpected error: %v", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d served, %d refused as busy", okCount, busy)
+	if okCount == 0 || busy == 0 {
+		t.Fatalf("%d served and %d refused: want both (limit 1, no queue, 16 callers)", okCount, busy)
+	}
+	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 }

@@ -6,7 +6,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/modelfleet/modelfleet/agent/fetch"
 	"github.com/modelfleet/modelfleet/internal/bus"
@@ -45,6 +47,8 @@ type Config struct {
 	ORTLibrary string `yaml:"ort_library" usage:"path of libonnxruntime.so"`
 	// Fetch tunes artifact downloads.
 	Fetch fetch.Config `yaml:"fetch"`
+	// Serving tunes inference.
+	Serving ServingConfig `yaml:"serving"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" usage:"log level: debug, info, warn, error"`
 }
@@ -74,6 +78,21 @@ type S3Config struct {
 	CAFile   string `yaml:"ca_file" usage:"PEM CA bundle to verify S3"`
 }
 
+// ServingConfig tunes how models serve requests.
+type ServingConfig struct {
+	// Concurrency is the number of requests one model runs at once; 0
+	// means no limit.
+	Concurrency int `yaml:"concurrency" usage:"requests one model runs at once (0: no limit)"`
+	// QueueLength is the number of requests that may wait for a turn;
+	// beyond it requests are refused as busy.
+	QueueLength int `yaml:"queue_length" usage:"requests that may wait per model before busy is returned"`
+	// IdleTTLSeconds unloads a model idle this long (scale to zero); the
+	// next request reloads it. 0 never unloads.
+	IdleTTLSeconds int `yaml:"idle_ttl_seconds" usage:"unload models idle this long, in seconds (0: never)"`
+	// IdleTTLOverrides sets the idle TTL per model: name=seconds,….
+	IdleTTLOverrides map[string]string `yaml:"idle_ttl_overrides" usage:"per-model idle TTL, model=seconds,…"`
+}
+
 // SecretKeys are the config keys whose values are masked in `config show`.
 var SecretKeys = []string{"mqtt.password", "s3.secret_key", "s3.session_token"}
 
@@ -86,6 +105,7 @@ func DefaultConfig() Config {
 		MaxArtifactBytes: 4 << 30,
 		ClockSkewSeconds: 300,
 		Fetch:            fetch.DefaultConfig(),
+		Serving:          ServingConfig{Concurrency: 4, QueueLength: 64},
 		LogLevel:         "info",
 	}
 }
@@ -185,6 +205,14 @@ func (c *Config) Validate() error {
 	if c.Fetch.Concurrency < 0 || c.Fetch.PartSizeBytes < 0 || c.Fetch.MaxAttempts < 0 {
 		add("fetch: values must not be negative")
 	}
+	if c.Serving.Concurrency < 0 || c.Serving.QueueLength < 0 || c.Serving.IdleTTLSeconds < 0 {
+		add("serving: concurrency, queue_length and idle_ttl_seconds must not be negative")
+	}
+	for name, v := range c.Serving.IdleTTLOverrides {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			add("serving.idle_ttl_overrides: %s=%q is not a number of seconds", name, v)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -205,6 +233,16 @@ func (c *Config) BusConfig() bus.Config {
 		CertFile: c.MQTT.CertFile,
 		KeyFile:  c.MQTT.KeyFile,
 	}
+}
+
+// idleTTL returns the idle TTL of a model (0: never unload).
+func (c *Config) idleTTL(model string) time.Duration {
+	if v, ok := c.Serving.IdleTTLOverrides[model]; ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return time.Duration(c.Serving.IdleTTLSeconds) * time.Second
 }
 
 // Paths under DataDir.

@@ -217,19 +217,6 @@ func (a *Agent) sameSigned(raw []byte) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(e1.Signed, e2.Signed)
 }
 
-func (a *Agent) unload(name string) {
-	a.mu.Lock()
-	slot := a.slots[name]
-	delete(a.slots, name)
-	delete(a.provider, name)
-	a.mu.Unlock()
-	if slot != nil {
-		if old, _ := slot.Swap(nil, ""); old != nil {
-			old.Close()
-		}
-	}
-}
-
 // installPending installs every pending version, one model at a time.
 func (a *Agent) installPending(ctx context.Context) {
 	for _, name := range a.Status().Names() {

@@ -43,7 +43,12 @@ func (a *Agent) stateReport() report.State {
 		Models:   map[string]report.Model{},
 	}
 	for name, m := range a.st.Models {
-		rm := report.Model{Phase: string(m.Phase), Error: m.Error, Provider: a.provider[name]}
+		rm := report.Model{Phase: string(m.Phase), Error: m.Error}
+		if sv := a.served[name]; sv != nil {
+			sv.mu.Lock()
+			rm.Provider, rm.Loaded = sv.provider, sv.loaded
+			sv.mu.Unlock()
+		}
 		if m.Active != nil {
 			rm.Version = m.Active.Version
 		}

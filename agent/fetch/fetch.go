@@ -12,7 +12,6 @@ package fetch
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -305,56 +305,69 @@ func classify(err error) error {
 	return err
 }
 
-// attempt runs one try: stat, check the resume record, download what is
-// missing, verify, rename.
+// copyBufBytes is the buffer for network reads. Each filled buffer is one
+// write, one hasher wake-up and one progress call, so it is large; it is
+// allocated per range in flight, so it is not huge.
+const copyBufBytes = 1 << 20
+
+// writebackEveryBytes is how many bytes a writer leaves dirty before it asks
+// the kernel to start writing them to disk (see startWriteback).
+const writebackEveryBytes = 8 << 20
+
+type hashResult struct {
+	sum []byte
+	err error
+}
+
+// attempt runs one try: download what is missing while hashing it, fsync,
+// verify, rename.
 func (d *download) attempt(ctx context.Context) error {
 	f, a := d.f, d.a
-	info, err := f.s3.StatObject(ctx, a.Bucket, a.Object, minio.StatObjectOptions{})
-	if err != nil {
-		return classify(err)
-	}
-	if info.Size != a.Size {
-		return permanent{fmt.Errorf("%w: storage has %d bytes, manifest declares %d", ErrSizeMismatch, info.Size, a.Size)}
-	}
 	parallel := f.cfg.Concurrency > 1 && a.Size >= f.cfg.ParallelMinBytes
-	nparts := 0
-	if parallel {
-		nparts = int((a.Size + f.cfg.PartSizeBytes - 1) / f.cfg.PartSizeBytes)
-	}
-
-	meta, ok := d.loadMeta()
-	if !ok || meta.ETag != info.ETag || meta.Size != a.Size || (parallel != (meta.Parts != nil)) || (parallel && len(meta.Parts) != nparts) {
-		// No usable record: the object changed or the mode did; start over.
-		d.discardPart()
-		meta = partMeta{ETag: info.ETag, Size: a.Size}
-		if parallel {
-			meta.Parts = make([]bool, nparts)
-		}
-		if err := d.saveMeta(meta); err != nil {
-			return fmt.Errorf("resume record: %w", err)
-		}
-	}
-
 	file, err := os.OpenFile(f.store.partPath(a.SHA256), os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
 		return permanent{err}
 	}
 	defer file.Close()
 
-	var sum []byte
+	// Hash beside the download instead of after it: the digest is ready
+	// moments after the last byte lands. The hasher is stopped and waited for
+	// on every path, so it never reads a closed file.
+	segSize := max(a.Size, 1)
 	if parallel {
-		sum, err = d.parallel(ctx, file, &meta)
+		segSize = f.cfg.PartSizeBytes
+	}
+	h := newOrderedHasher(file, a.Size, segSize)
+	hctx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
+	sums := make(chan hashResult, 1)
+	go func() {
+		sum, err := h.run(hctx)
+		sums <- hashResult{sum, err}
+	}()
+
+	if parallel {
+		err = d.parallel(ctx, file, h)
 	} else {
-		sum, err = d.sequential(ctx, file, info.ETag)
+		err = d.sequential(ctx, file, h)
 	}
 	if err != nil {
+		stopHash()
+		<-sums
 		return err
 	}
-	if got := hex.EncodeToString(sum); got != a.SHA256 {
+	// fsync while the hasher finishes the last bytes: both must be done
+	// before the rename, but neither waits for the other.
+	syncErr := file.Sync()
+	res := <-sums
+	if res.err != nil {
+		return fmt.Errorf("hash: %w", res.err)
+	}
+	if got := hex.EncodeToString(res.sum); got != a.SHA256 {
 		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, a.SHA256)
 	}
-	if err := file.Sync(); err != nil {
-		return permanent{fmt.Errorf("fsync: %w", err)}
+	if syncErr != nil {
+		return permanent{fmt.Errorf("fsync: %w", syncErr)}
 	}
 	if err := file.Close(); err != nil {
 		return permanent{err}
@@ -370,100 +383,184 @@ func (d *download) attempt(ctx context.Context) error {
 	return nil
 }
 
-// sequential re-hashes the bytes already in file, then appends the rest of
-// the object with one ranged GET, hashing while streaming.
-func (d *download) sequential(ctx context.Context, file *os.File, etag string) ([]byte, error) {
+// sequential fetches the object with one GET, appending to the bytes an
+// earlier attempt left in file.
+func (d *download) sequential(ctx context.Context, file *os.File, h *orderedHasher) error {
 	a := d.a
-	h := sha256.New()
-	have, err := io.Copy(h, io.LimitReader(file, a.Size+1))
+	body, have, err := d.openSequential(ctx, file)
 	if err != nil {
-		return nil, fmt.Errorf("read partial file: %w", err)
+		return err
 	}
-	if have > a.Size {
-		// More bytes than declared: the file is not a prefix of this object.
-		if err := file.Truncate(0); err != nil {
-			return nil, permanent{err}
-		}
-		if _, err := file.Seek(0, io.SeekStart); err != nil {
-			return nil, permanent{err}
-		}
-		h.Reset()
-		have = 0
-	}
+	d.resumed = have > 0
 	if have > 0 {
-		d.resumed = true
+		// The kept prefix is verified like new bytes: the hasher reads it
+		// back while the rest downloads.
+		h.advance(0, have)
 	}
 	d.progress(have, a.Size)
-	if have < a.Size {
-		opts := minio.GetObjectOptions{}
-		if err := opts.SetMatchETag(etag); err != nil {
-			return nil, err
+	if body == nil {
+		return nil // the partial file is complete; only verification is left
+	}
+	defer body.Close()
+	var present atomic.Int64
+	present.Store(have)
+	w := segmentWriter{d: d, file: file, h: h, seg: 0, start: 0, off: have, end: a.Size, present: &present}
+	return w.fill(body)
+}
+
+// openSequential decides where a sequential download starts and opens the
+// GET for the rest. It needs no StatObject round trip: a fresh download
+// learns size and ETag from the GET response, before writing anything, and a
+// resumed one sends If-Match with the recorded ETag, so that a replaced
+// object is refused (412) instead of appended to a prefix of another. It
+// returns a nil body when the partial file is already complete.
+func (d *download) openSequential(ctx context.Context, file *os.File) (io.ReadCloser, int64, error) {
+	a, core := d.a, minio.Core{Client: d.f.s3}
+	if m, ok := d.loadMeta(); ok && m.Parts == nil && m.Size == a.Size && m.ETag != "" {
+		fi, err := file.Stat()
+		if err != nil {
+			return nil, 0, permanent{err}
 		}
-		if have > 0 {
-			if err := opts.SetRange(have, a.Size-1); err != nil {
-				return nil, err
+		// A file longer than declared is not a prefix of this object.
+		if have := fi.Size(); have > 0 && have <= a.Size {
+			if have == a.Size {
+				return nil, have, nil
 			}
-		}
-		obj, err := d.f.s3.GetObject(ctx, a.Bucket, a.Object, opts)
-		if err != nil {
-			return nil, classify(err)
-		}
-		defer obj.Close()
-		w := &countingWriter{w: io.MultiWriter(file, h), n: have, total: a.Size, d: d}
-		// Read at most one byte more than declared to detect an object that
-		// grew: never write past the declared size.
-		n, err := io.Copy(w, io.LimitReader(obj, a.Size-have+1))
-		if err != nil {
-			return nil, classify(err)
-		}
-		if have+n > a.Size {
-			return nil, permanent{fmt.Errorf("%w: storage sent more than the declared %d bytes", ErrSizeMismatch, a.Size)}
-		}
-		if have+n < a.Size {
-			return nil, fmt.Errorf("short read: %d of %d bytes", have+n, a.Size)
+			opts := minio.GetObjectOptions{}
+			if err := opts.SetMatchETag(m.ETag); err != nil {
+				return nil, 0, err
+			}
+			if err := opts.SetRange(have, a.Size-1); err != nil {
+				return nil, 0, err
+			}
+			body, info, _, err := core.GetObject(ctx, a.Bucket, a.Object, opts)
+			if err == nil {
+				if info.Size >= 0 && info.Size != a.Size-have {
+					body.Close()
+					return nil, 0, fmt.Errorf("range %d-%d: storage announced %d bytes", have, a.Size-1, info.Size)
+				}
+				return body, have, nil
+			}
+			if minio.ToErrorResponse(err).StatusCode != http.StatusPreconditionFailed {
+				return nil, 0, classify(err)
+			}
+			d.f.log.Info("object replaced since the partial download; starting over", "artifact", a.String())
 		}
 	}
-	return h.Sum(nil), nil
-}
 
-// countingWriter writes to w, refuses to go past total, and reports progress.
-type countingWriter struct {
-	w     io.Writer
-	n     int64
-	total int64
-	d     *download
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	if c.n+int64(len(p)) > c.total {
-		return 0, permanent{fmt.Errorf("%w: storage sent more than the declared %d bytes", ErrSizeMismatch, c.total)}
+	if err := file.Truncate(0); err != nil {
+		return nil, 0, permanent{err}
 	}
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	c.d.downloaded.Add(int64(n))
-	c.d.progress(c.n, c.total)
-	return n, err
+	body, info, _, err := core.GetObject(ctx, a.Bucket, a.Object, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, 0, classify(err)
+	}
+	// A missing Content-Length (-1) leaves the check to fill, which refuses
+	// the first byte too many and reports a short read.
+	if info.Size >= 0 && info.Size != a.Size {
+		body.Close()
+		return nil, 0, permanent{fmt.Errorf("%w: storage has %d bytes, manifest declares %d", ErrSizeMismatch, info.Size, a.Size)}
+	}
+	// Record the ETag before the first byte lands, so that whatever is
+	// written can be resumed.
+	if err := d.saveMeta(partMeta{ETag: info.ETag, Size: a.Size}); err != nil {
+		body.Close()
+		return nil, 0, fmt.Errorf("resume record: %w", err)
+	}
+	return body, 0, nil
 }
 
-// parallel downloads the missing ranges with Concurrency workers writing at
-// their offsets, records finished ranges for resumption, then hashes the
-// whole file.
-func (d *download) parallel(ctx context.Context, file *os.File, meta *partMeta) ([]byte, error) {
+// segmentWriter fills the segment [start, end) of the partial file front to
+// back from one response body, never writing past end, and tells the hasher
+// and the progress callback how far it got.
+type segmentWriter struct {
+	d       *download
+	file    *os.File
+	h       *orderedHasher
+	seg     int           // the segment's index for h
+	start   int64         // first byte of the segment
+	off     int64         // next byte to write
+	end     int64         // first byte after the segment
+	present *atomic.Int64 // bytes present in the whole file
+}
+
+func (w *segmentWriter) fill(body io.Reader) error {
+	// Read at most one byte more than the segment holds: enough to notice a
+	// larger object without writing that byte.
+	src := io.LimitReader(body, w.end-w.off+1)
+	buf := make([]byte, min(copyBufBytes, w.end-w.off+1))
+	queued := w.off // bytes before queued have been handed to writeback
+	for {
+		n, rerr := io.ReadFull(src, buf)
+		if w.off+int64(n) > w.end {
+			return permanent{fmt.Errorf("%w: storage sent more than the %d bytes requested", ErrSizeMismatch, w.end-w.start)}
+		}
+		if n > 0 {
+			if _, err := w.file.WriteAt(buf[:n], w.off); err != nil {
+				return fmt.Errorf("write partial file: %w", err)
+			}
+			w.off += int64(n)
+			w.h.advance(w.seg, w.off-w.start)
+			if w.off-queued >= writebackEveryBytes || w.off == w.end {
+				startWriteback(w.file, queued, w.off-queued)
+				queued = w.off
+			}
+			w.d.downloaded.Add(int64(n))
+			w.d.progress(w.present.Add(int64(n)), w.d.a.Size)
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			if w.off < w.end {
+				return fmt.Errorf("short read: bytes %d-%d ended at %d", w.start, w.end-1, w.off)
+			}
+			return nil
+		case rerr != nil:
+			return classify(rerr)
+		}
+	}
+}
+
+// parallel fetches the missing ranges with Concurrency workers, each writing
+// its range at its offset, and records finished ranges for resumption. All
+// ranges must come from one version of the object, so the ETag they are
+// pinned to is needed before the first GET: it asks StatObject.
+func (d *download) parallel(ctx context.Context, file *os.File, h *orderedHasher) error {
 	f, a := d.f, d.a
-	if err := file.Truncate(a.Size); err != nil {
-		return nil, permanent{fmt.Errorf("allocate %d bytes: %w", a.Size, err)}
+	info, err := f.s3.StatObject(ctx, a.Bucket, a.Object, minio.StatObjectOptions{})
+	if err != nil {
+		return classify(err)
 	}
-	var done atomic.Int64
+	if info.Size != a.Size {
+		return permanent{fmt.Errorf("%w: storage has %d bytes, manifest declares %d", ErrSizeMismatch, info.Size, a.Size)}
+	}
+	nparts := int((a.Size + f.cfg.PartSizeBytes - 1) / f.cfg.PartSizeBytes)
+	meta, ok := d.loadMeta()
+	if !ok || meta.ETag != info.ETag || meta.Size != a.Size || len(meta.Parts) != nparts {
+		// No usable record: the object changed or the mode did; start over.
+		if err := file.Truncate(0); err != nil {
+			return permanent{err}
+		}
+		meta = partMeta{ETag: info.ETag, Size: a.Size, Parts: make([]bool, nparts)}
+		if err := d.saveMeta(meta); err != nil {
+			return fmt.Errorf("resume record: %w", err)
+		}
+	}
+	if err := file.Truncate(a.Size); err != nil {
+		return permanent{fmt.Errorf("allocate %d bytes: %w", a.Size, err)}
+	}
+	var present atomic.Int64
 	var todo []int
 	for i, ok := range meta.Parts {
 		if ok {
 			d.resumed = true
-			done.Add(partLen(i, a.Size, f.cfg.PartSizeBytes))
+			n := partLen(i, a.Size, f.cfg.PartSizeBytes)
+			present.Add(n)
+			h.advance(i, n) // verified like new ranges
 		} else {
 			todo = append(todo, i)
 		}
 	}
-	d.progress(done.Load(), a.Size)
+	d.progress(present.Load(), a.Size)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -478,7 +575,7 @@ func (d *download) parallel(ctx context.Context, file *os.File, meta *partMeta) 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				err := d.fetchPart(ctx, file, i, meta.ETag, &done)
+				err := d.fetchPart(ctx, file, h, i, meta.ETag, &present)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
@@ -487,7 +584,7 @@ func (d *download) parallel(ctx context.Context, file *os.File, meta *partMeta) 
 					}
 				} else {
 					meta.Parts[i] = true
-					if err := d.saveMeta(*meta); err != nil && firstErr == nil {
+					if err := d.saveMeta(meta); err != nil && firstErr == nil {
 						firstErr = fmt.Errorf("resume record: %w", err)
 						cancel()
 					}
@@ -506,14 +603,7 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(file, 0, a.Size)); err != nil {
-		return nil, fmt.Errorf("hash: %w", err)
-	}
-	return h.Sum(nil), nil
+	return firstErr
 }
 
 func partLen(i int, size, part int64) int64 {
@@ -521,48 +611,23 @@ func partLen(i int, size, part int64) int64 {
 	return min(part, size-start)
 }
 
-func (d *download) fetchPart(ctx context.Context, file *os.File, i int, etag string, done *atomic.Int64) error {
+// fetchPart downloads range i, pinned to etag, into its place in file.
+func (d *download) fetchPart(ctx context.Context, file *os.File, h *orderedHasher, i int, etag string, present *atomic.Int64) error {
 	a, part := d.a, d.f.cfg.PartSizeBytes
 	start := int64(i) * part
-	n := partLen(i, a.Size, part)
+	end := start + partLen(i, a.Size, part)
 	opts := minio.GetObjectOptions{}
 	if err := opts.SetMatchETag(etag); err != nil {
 		return err
 	}
-	if err := opts.SetRange(start, start+n-1); err != nil {
+	if err := opts.SetRange(start, end-1); err != nil {
 		return err
 	}
-	obj, err := d.f.s3.GetObject(ctx, a.Bucket, a.Object, opts)
+	body, _, _, err := minio.Core{Client: d.f.s3}.GetObject(ctx, a.Bucket, a.Object, opts)
 	if err != nil {
 		return classify(err)
 	}
-	defer obj.Close()
-	w := &offsetWriter{f: file, off: start, end: start + n, d: d, done: done}
-	got, err := io.Copy(w, io.LimitReader(obj, n+1))
-	if err != nil {
-		return classify(err)
-	}
-	if got != n {
-		return fmt.Errorf("range %d-%d: got %d bytes", start, start+n-1, got)
-	}
-	return nil
-}
-
-// offsetWriter writes sequentially into [off, end) of f and never past end.
-type offsetWriter struct {
-	f        *os.File
-	off, end int64
-	d        *download
-	done     *atomic.Int64
-}
-
-func (w *offsetWriter) Write(p []byte) (int, error) {
-	if w.off+int64(len(p)) > w.end {
-		return 0, permanent{fmt.Errorf("%w: storage sent more than the requested range", ErrSizeMismatch)}
-	}
-	n, err := w.f.WriteAt(p, w.off)
-	w.off += int64(n)
-	w.d.downloaded.Add(int64(n))
-	w.d.progress(w.done.Add(int64(n)), w.d.a.Size)
-	return n, err
+	defer body.Close()
+	w := segmentWriter{d: d, file: file, h: h, seg: i, start: start, off: start, end: end, present: present}
+	return w.fill(body)
 }

@@ -18,6 +18,24 @@ import (
 // This file provides the models the tests run: the committed examples and
 // a few built here with onnxpb for what the examples do not cover.
 
+// initORT loads ONNX Runtime for a test, if it is not loaded yet, and then
+// unloads it when the test ends, after the test's sessions are closed
+// (cleanups run last-in first-out). The library tests need a process
+// without ONNX Runtime; this keeps them passing in any order (go test
+// -shuffle=on).
+func initORT(tb testing.TB) {
+	tb.Helper()
+	if _, loaded := runtime.Loaded(); loaded {
+		return // whoever loaded it unloads it
+	}
+	runtimetest.Init(tb)
+	tb.Cleanup(func() {
+		if err := runtime.Shutdown(); err != nil {
+			tb.Errorf("unload ONNX Runtime: %v", err)
+		}
+	})
+}
+
 // examplePath returns the path of an example model file.
 func examplePath(name string) string {
 	return filepath.Join("..", "..", "examples", "models", name)
@@ -34,7 +52,7 @@ func windowSpecs(batch int64) (inputs, outputs []runtime.TensorSpec) {
 // specs and default options, closing it at the end of the test.
 func mustOpen(tb testing.TB, file string) *runtime.Session {
 	tb.Helper()
-	runtimetest.Init(tb)
+	initORT(tb)
 	batch := int64(1)
 	if file == models.FileBatch {
 		batch = runtime.Dynamic

@@ -79,10 +79,12 @@ type Options struct {
 	// Provider is the execution provider to ask for; "" means [ProviderCPU].
 	// Check [Session.Provider] for the one in use.
 	Provider Provider
-	// CUDADeviceID is the GPU to use with [ProviderCUDA].
+	// CUDADeviceID is the GPU to use with [ProviderCUDA]; ignored on the
+	// CPU.
 	CUDADeviceID int
 	// GPUMemLimitBytes caps the memory the CUDA provider's arena may take
-	// on the GPU; 0 leaves ONNX Runtime's default (no limit).
+	// on the GPU; 0 leaves ONNX Runtime's default (no limit). Ignored on
+	// the CPU.
 	GPUMemLimitBytes int64
 	// EnableCPUArena turns on ONNX Runtime's CPU memory arena, which keeps
 	// the memory of past runs, grown in chunks up to the largest run's
@@ -94,7 +96,9 @@ type Options struct {
 	// TestReloadMemory). Turn it on for large models whose runs allocate
 	// much, after measuring.
 	EnableCPUArena bool
-	// Logger receives load, fallback and close events. Nil discards.
+	// Logger receives load, fallback and close events, with the keys
+	// "path" and "provider"; give it the model's name and version
+	// (logger.With("model", …, "version", …)). Nil discards.
 	Logger *slog.Logger
 }
 
@@ -201,7 +205,7 @@ func Open(ctx context.Context, path string, inputs, outputs []TensorSpec, opts O
 	if problems := append(checkSpecs("input", inputs), checkSpecs("output", outputs)...); len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s: %s", ErrSpecMismatch, path, strings.Join(problems, "; "))
 	}
-	modelIn, modelOut, err := Inspect(path)
+	modelIn, modelOut, err := Inspect(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -292,8 +296,12 @@ func newORTSession(path string, inNames, outNames []string, opts Options, cuda b
 // unsupported element types keep ONNX's name for the type ("float16");
 // values that are not tensors get their kind ("sequence", "map"). Release
 // tooling can use it to write a manifest's specs; [Open] uses it to check
-// them. Errors match [ErrLoad].
-func Inspect(path string) (inputs, outputs []TensorSpec, err error) {
+// them. ctx is checked before the load, which cannot be interrupted.
+// Errors match [ErrLoad] or ctx's error.
+func Inspect(ctx context.Context, path string) (inputs, outputs []TensorSpec, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("inspect model %s: %w", path, err)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrLoad, err)
 	}

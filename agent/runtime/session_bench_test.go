@@ -14,7 +14,6 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
-	"github.com/modelfleet/modelfleet/agent/runtime/runtimetest"
 	"github.com/modelfleet/modelfleet/examples/models"
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
 )
@@ -62,7 +61,7 @@ func bareSession(tb testing.TB, path string, window []float32) (run func() error
 // run options and a cancellation hook) as the figure to watch: a ratio
 // measured in the same run, not an absolute time.
 func BenchmarkRunAgentVsBare(b *testing.B) {
-	runtimetest.Init(b)
+	initORT(b)
 	window := randomWindows(rand.New(rand.NewPCG(1, 2)), 1)
 	bare := bareSession(b, examplePath(models.FileV1), window)
 	s := mustOpen(b, models.FileV1)
@@ -117,7 +116,7 @@ func BenchmarkRunAgentVsBare(b *testing.B) {
 // process's resident memory growth per swap (after a forced Go GC), the
 // figure behind Options.EnableCPUArena's default.
 func BenchmarkSwap(b *testing.B) {
-	runtimetest.Init(b)
+	initORT(b)
 	in, out := windowSpecs(1)
 	files := []string{models.FileV1, models.FileV2}
 	var slot runtime.Slot
@@ -165,7 +164,7 @@ func TestReloadMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,200 reloads")
 	}
-	runtimetest.Init(t)
+	initORT(t)
 	v1In, v1Out := windowSpecs(1)
 	slowPath, slowIn, slowOut := slowModel(t, 8)
 	type model struct {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
-	"github.com/modelfleet/modelfleet/agent/runtime/runtimetest"
 	"github.com/modelfleet/modelfleet/examples/models"
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
 )
@@ -91,7 +90,7 @@ func TestRunBatch(t *testing.T) {
 // TestOpenNarrowedSpec declares [1,64] for the batch model: a manifest may
 // promise less than the model can do, and requests are held to the promise.
 func TestOpenNarrowedSpec(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	s, err := runtime.Open(context.Background(), examplePath(models.FileBatch), in, out, runtime.Options{})
 	if err != nil {
@@ -108,7 +107,7 @@ func TestOpenNarrowedSpec(t *testing.T) {
 }
 
 func TestOpenBrokenModel(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	path := examplePath(models.FileBroken)
 	_, err := runtime.Open(context.Background(), path, in, out, runtime.Options{})
@@ -125,7 +124,7 @@ func TestOpenBrokenModel(t *testing.T) {
 }
 
 func TestOpenMissingFile(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	_, err := runtime.Open(context.Background(), examplePath("no-such-model.onnx"), in, out, runtime.Options{})
 	if !errors.Is(err, runtime.ErrLoad) || !strings.Contains(err.Error(), "no-such-model.onnx") {
@@ -134,7 +133,7 @@ func TestOpenMissingFile(t *testing.T) {
 }
 
 func TestOpenSpecMismatch(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	typesPath, typesIn, typesOut := typesModel(t)
 	v1 := examplePath(models.FileV1)
 	spec := func(name string, et runtime.ElemType, shape ...int64) runtime.TensorSpec {
@@ -292,7 +291,7 @@ func TestRunInvalidInput(t *testing.T) {
 // TestRunElementTypes runs every supported element type through ONNX
 // Runtime and back.
 func TestRunElementTypes(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	path, in, out := typesModel(t)
 	s, err := runtime.Open(context.Background(), path, in, out, runtime.Options{})
 	if err != nil {
@@ -358,7 +357,7 @@ func checkData[T comparable](t *testing.T, name string, got, want []T) {
 }
 
 func TestWarmUp(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	for _, file := range []string{models.FileV1, models.FileBatch} {
 		s := mustOpen(t, file)
 		d, err := s.WarmUp(context.Background(), nil)
@@ -404,7 +403,7 @@ func TestRunContext(t *testing.T) {
 // TestRunCancelledMidway cancels a run of a model that takes seconds and
 // expects ONNX Runtime to stop between operators.
 func TestRunCancelledMidway(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	path, in, out := slowModel(t, 2000)
 	s, err := runtime.Open(context.Background(), path, in, out, runtime.Options{})
 	if err != nil {
@@ -497,7 +496,7 @@ func TestConcurrentRun(t *testing.T) {
 // progress: the Run must complete with the right result, and Close must not
 // return while the Run still holds the session.
 func TestCloseWaitsForInFlight(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	path, in, out := slowModel(t, 600)
 	s, err := runtime.Open(context.Background(), path, in, out, runtime.Options{})
 	if err != nil {
@@ -546,7 +545,7 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 }
 
 func TestCloseTwiceAndRunAfterClose(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	s, err := runtime.Open(context.Background(), examplePath(models.FileV1), in, out, runtime.Options{})
 	if err != nil {
@@ -576,7 +575,7 @@ func TestCloseTwiceAndRunAfterClose(t *testing.T) {
 // TestCUDAFallback asks for CUDA. With the CPU build of ONNX Runtime the
 // session must still open, on the CPU, and say why.
 func TestCUDAFallback(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	s, err := runtime.Open(context.Background(), examplePath(models.FileV1), in, out,
 		runtime.Options{Provider: runtime.ProviderCUDA, GPUMemLimitBytes: 256 << 20})
@@ -607,7 +606,7 @@ func TestCUDAFallback(t *testing.T) {
 }
 
 func TestOpenOptions(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	in, out := windowSpecs(1)
 	path := examplePath(models.FileV1)
 	for _, bad := range []runtime.Options{
@@ -640,12 +639,12 @@ func TestOpenOptions(t *testing.T) {
 }
 
 func TestInspect(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	for _, tc := range []struct {
 		file  string
 		batch int64
 	}{{models.FileV1, 1}, {models.FileBatch, runtime.Dynamic}} {
-		in, out, err := runtime.Inspect(examplePath(tc.file))
+		in, out, err := runtime.Inspect(context.Background(), examplePath(tc.file))
 		if err != nil {
 			t.Fatalf("Inspect %s: %v", tc.file, err)
 		}
@@ -654,7 +653,7 @@ func TestInspect(t *testing.T) {
 			t.Errorf("Inspect %s = %v, %v; want %v, %v", tc.file, in, out, wantIn, wantOut)
 		}
 	}
-	if _, _, err := runtime.Inspect(examplePath(models.FileBroken)); !errors.Is(err, runtime.ErrLoad) {
+	if _, _, err := runtime.Inspect(context.Background(), examplePath(models.FileBroken)); !errors.Is(err, runtime.ErrLoad) {
 		t.Errorf("Inspect broken = %v, want ErrLoad", err)
 	}
 }
@@ -667,11 +666,10 @@ func equalSpecs(a, b []runtime.TensorSpec) bool {
 
 // TestOpenWithoutLibrary checks the message when Init was not called.
 func TestOpenWithoutLibrary(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	if err := runtime.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { runtimetest.Init(t) })
 	in, out := windowSpecs(1)
 	_, err := runtime.Open(context.Background(), examplePath(models.FileV1), in, out, runtime.Options{})
 	if !errors.Is(err, runtime.ErrLoad) || !strings.Contains(err.Error(), "runtime.Init") {

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
-	"github.com/modelfleet/modelfleet/agent/runtime/runtimetest"
 	"github.com/modelfleet/modelfleet/examples/models"
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
 )
@@ -52,7 +51,7 @@ func TestSlotEmpty(t *testing.T) {
 
 // TestSlotUnload empties a slot, as the idle unloader does.
 func TestSlotUnload(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	var slot runtime.Slot
 	s := openWarm(t, models.FileV1)
 	slot.Swap(s, "1.0.0")
@@ -78,7 +77,7 @@ func TestSlotUnload(t *testing.T) {
 // TestSlotAcquireSurvivesSwap holds a session across its swap and close:
 // Close waits for the release, and the held session keeps working.
 func TestSlotAcquireSurvivesSwap(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	var slot runtime.Slot
 	v1, v2 := openWarm(t, models.FileV1), openWarm(t, models.FileV2)
 	defer v2.Close()
@@ -126,7 +125,7 @@ func TestSlotAcquireSurvivesSwap(t *testing.T) {
 // TestSlotCloseAcquired closes a session through the handle Acquire
 // returned, before releasing it: Close must not wait for its own caller.
 func TestSlotCloseAcquired(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	var slot runtime.Slot
 	s := openWarm(t, models.FileV1)
 	slot.Swap(s, "1")
@@ -149,7 +148,7 @@ func TestSlotCloseAcquired(t *testing.T) {
 // TestSlotClosedWhileServing closes a session without swapping it out
 // first: the slot must report it rather than spin or crash.
 func TestSlotClosedWhileServing(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	var slot runtime.Slot
 	s := openWarm(t, models.FileV1)
 	slot.Swap(s, "1")
@@ -169,7 +168,7 @@ func TestSlotClosedWhileServing(t *testing.T) {
 // request may fail, and each must get the score of the version the slot
 // says computed it.
 func TestHotSwapUnderLoad(t *testing.T) {
-	runtimetest.Init(t)
+	initORT(t)
 	const (
 		workers       = 8
 		swaps         = 8

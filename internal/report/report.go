@@ -50,6 +50,9 @@ type Model struct {
 	Error string `json:"error,omitempty"`
 	// Provider is the execution provider in use ("cpu", "cuda").
 	Provider string `json:"provider,omitempty"`
+	// Loaded is false while the model is unloaded for idleness (scale to
+	// zero); the next request reloads it.
+	Loaded bool `json:"loaded"`
 }
 
 // Progress is bytes done of total.

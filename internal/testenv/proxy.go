@@ -18,6 +18,9 @@ type Proxy struct {
 	target string
 	served atomic.Int64
 	rate   int
+
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]bool
 }
 
 // NewProxy starts a proxy to target that sends at most rate bytes per
@@ -28,17 +31,11 @@ func NewProxy(tb testing.TB, target string, rate int) *Proxy {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), target: target, rate: rate}
+	p := &Proxy{Addr: ln.Addr().String(), target: target, rate: rate, conns: map[net.Conn]bool{}}
 	var wg sync.WaitGroup
-	var mu sync.Mutex // guards conns
-	conns := map[net.Conn]bool{}
 	tb.Cleanup(func() {
 		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
+		p.CloseAll()
 		wg.Wait()
 	})
 	wg.Add(1)
@@ -49,16 +46,16 @@ func NewProxy(tb testing.TB, target string, rate int) *Proxy {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
+			p.mu.Lock()
+			p.conns[c] = true
+			p.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				p.serve(c)
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
+				p.mu.Lock()
+				delete(p.conns, c)
+				p.mu.Unlock()
 			}()
 		}
 	}()
@@ -104,3 +101,13 @@ func (p *Proxy) Served() int64 { return p.served.Load() }
 
 // Reset zeroes the Served counter.
 func (p *Proxy) Reset() { p.served.Store(0) }
+
+// CloseAll cuts every open connection, as a network outage would; new
+// connections are still accepted.
+func (p *Proxy) CloseAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
