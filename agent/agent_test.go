@@ -436,15 +436,22 @@ func TestS3OutageDuringDownload(t *testing.T) {
 	v2 := fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
 		fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/big.onnx", big)), h.trust.Release)
 	h.publish(h.trust.Assignment(t, device, 2, v2))
-	h.waitState("v2 downloading", func(s report.State) bool {
-		p := s.Models[model].Progress
-		return p != nil && p.Done > 0 && p.Done < p.Total
-	})
+	// Wait until the download is under way, then cut S3 off.
+	deadline := time.Now().Add(waitFor)
+	for proxy.Served() < 2<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("the download of v2 did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	h.s3.Kill(t)
 	proxy.CloseAll() // what the server had already sent is lost with the connection
 	time.Sleep(time.Second)
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 	h.s3.Start(t)
+	if served := proxy.Served(); served >= int64(len(big)) {
+		t.Fatalf("the whole model (%d bytes) was sent before the outage: the test did not interrupt anything", served)
+	}
 	h.waitState("v2 active after the outage", active("2.0.0"))
 	assertServes(t, h.agent, "2.0.0", models.SeedV2)
 	if served := proxy.Served(); served >= 2*int64(len(big)) {
