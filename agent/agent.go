@@ -158,7 +158,7 @@ func (a *Agent) setup() error {
 			return fmt.Errorf("state: trust: %w", err)
 		}
 	}
-	lib, err := runtime.Init(runtime.LibraryConfig{Path: a.cfg.ORTLibrary, Logger: a.log})
+	lib, err := runtime.Init(runtime.LibraryConfig{Path: a.cfg.ORTLib, Logger: a.log})
 	if err != nil && !errors.Is(err, runtime.ErrAlreadyLoaded) {
 		return err
 	}

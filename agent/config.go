@@ -42,9 +42,9 @@ type Config struct {
 	// Variants lists the artifact variants this device can run, preferred
 	// first; empty means detected (cuda when a GPU is present, then cpu).
 	Variants []string `yaml:"variants" usage:"artifact variants in order of preference, e.g. cuda,cpu"`
-	// ORTLibrary is the ONNX Runtime shared library; empty means
-	// $MODELFLEET_ORT_LIB, then the standard locations.
-	ORTLibrary string `yaml:"ort_library" usage:"path of libonnxruntime.so"`
+	// ORTLib is the ONNX Runtime shared library (libonnxruntime.so.1);
+	// empty means the standard locations (see docs/dependencies.md).
+	ORTLib string `yaml:"ort_lib" usage:"path of the ONNX Runtime library libonnxruntime.so.1"`
 	// Fetch tunes artifact downloads.
 	Fetch fetch.Config `yaml:"fetch"`
 	// Serving tunes inference.

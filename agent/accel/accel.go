@@ -143,7 +143,7 @@ func (n Note) String() string { return n.Level + " " + n.Source + ": " + n.Messa
 
 // Variants returns the artifact variants this device can run, best first:
 // ["cuda", "cpu"] when it has at least one NVIDIA GPU, else ["cpu"].
-func (inv *Inventory) Variants() []string {
+func (inv Inventory) Variants() []string {
 	if len(inv.GPUs) > 0 {
 		return []string{VariantCUDA, VariantCPU}
 	}

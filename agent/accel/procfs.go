@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -68,11 +69,12 @@ func scanKV(r io.Reader, fn func(key, value string, ok bool)) error {
 }
 
 // cleanValue makes a string from a system file safe to keep and show:
-// valid UTF-8, no control characters, at most maxValueBytes long.
+// valid UTF-8, printable characters only (no terminal escapes or bidi
+// overrides), runs of blanks collapsed, at most maxValueBytes long.
 func cleanValue(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			return -1
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			return ' '
 		}
 		return r
 	}, strings.ToValidUTF8(s, ""))

@@ -12,6 +12,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -346,20 +347,32 @@ func (d *download) attempt(ctx context.Context) error {
 		sums <- hashResult{sum, err}
 	}()
 
-	if parallel {
-		err = d.parallel(ctx, file, h)
-	} else {
-		err = d.sequential(ctx, file, h)
-	}
-	if err != nil {
+	var res hashResult
+	var syncErr error
+	if knobMem && !parallel {
 		stopHash()
 		<-sums
-		return err
+		res.sum, err = d.sequentialMem(ctx, file)
+		if err != nil {
+			return err
+		}
+		syncErr = file.Sync()
+	} else {
+		if parallel {
+			err = d.parallel(ctx, file, h)
+		} else {
+			err = d.sequential(ctx, file, h)
+		}
+		if err != nil {
+			stopHash()
+			<-sums
+			return err
+		}
+		// fsync while the hasher finishes the last bytes: both must be done
+		// before the rename, but neither waits for the other.
+		syncErr = file.Sync()
+		res = <-sums
 	}
-	// fsync while the hasher finishes the last bytes: both must be done
-	// before the rename, but neither waits for the other.
-	syncErr := file.Sync()
-	res := <-sums
 	if res.err != nil {
 		return fmt.Errorf("hash: %w", res.err)
 	}
@@ -416,6 +429,11 @@ func (d *download) sequential(ctx context.Context, file *os.File, h *orderedHash
 // returns a nil body when the partial file is already complete.
 func (d *download) openSequential(ctx context.Context, file *os.File) (io.ReadCloser, int64, error) {
 	a, core := d.a, minio.Core{Client: d.f.s3}
+	if knobStat {
+		if _, err := d.f.s3.StatObject(ctx, a.Bucket, a.Object, minio.StatObjectOptions{}); err != nil {
+			return nil, 0, classify(err)
+		}
+	}
 	if m, ok := d.loadMeta(); ok && m.Parts == nil && m.Size == a.Size && m.ETag != "" {
 		fi, err := file.Stat()
 		if err != nil {
@@ -488,7 +506,7 @@ func (w *segmentWriter) fill(body io.Reader) error {
 	// Read at most one byte more than the segment holds: enough to notice a
 	// larger object without writing that byte.
 	src := io.LimitReader(body, w.end-w.off+1)
-	buf := make([]byte, min(copyBufBytes, w.end-w.off+1))
+	buf := make([]byte, min(knobBuf, w.end-w.off+1))
 	queued := w.off // bytes before queued have been handed to writeback
 	for {
 		n, rerr := io.ReadFull(src, buf)
@@ -501,8 +519,10 @@ func (w *segmentWriter) fill(body io.Reader) error {
 			}
 			w.off += int64(n)
 			w.h.advance(w.seg, w.off-w.start)
-			if w.off-queued >= writebackEveryBytes || w.off == w.end {
-				startWriteback(w.file, queued, w.off-queued)
+			if w.off-queued >= knobWBEvery || w.off == w.end {
+				if knobWB {
+					startWriteback(w.file, queued, w.off-queued)
+				}
 				queued = w.off
 			}
 			w.d.downloaded.Add(int64(n))
@@ -630,4 +650,86 @@ func (d *download) fetchPart(ctx context.Context, file *os.File, h *orderedHashe
 	defer body.Close()
 	w := segmentWriter{d: d, file: file, h: h, seg: i, start: start, off: start, end: end, present: present}
 	return w.fill(body)
+}
+
+var (
+	knobWB      = true
+	knobWBEvery = int64(writebackEveryBytes)
+	knobBuf     = int64(copyBufBytes)
+	knobStat    = false
+)
+
+var knobMem = false
+
+func (d *download) sequentialMem(ctx context.Context, file *os.File) ([]byte, error) {
+	a := d.a
+	body, have, err := d.openSequential(ctx, file)
+	if err != nil {
+		return nil, err
+	}
+	d.resumed = have > 0
+	sum := sha256.New()
+	if have > 0 {
+		if _, err := io.Copy(sum, io.NewSectionReader(file, 0, have)); err != nil {
+			return nil, err
+		}
+	}
+	if body == nil {
+		return sum.Sum(nil), nil
+	}
+	defer body.Close()
+	const nbuf = 4
+	free := make(chan []byte, nbuf)
+	full := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, min(knobBuf, a.Size-have+1))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range full {
+			sum.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	src := io.LimitReader(body, a.Size-have+1)
+	off, queued := have, have
+	for {
+		b := <-free
+		n, rerr := io.ReadFull(src, b)
+		if off+int64(n) > a.Size {
+			err = permanent{fmt.Errorf("%w: too much", ErrSizeMismatch)}
+			break
+		}
+		if n > 0 {
+			if _, werr := file.WriteAt(b[:n], off); werr != nil {
+				err = werr
+				break
+			}
+			off += int64(n)
+			full <- b[:n]
+			if knobWB && (off-queued >= knobWBEvery || off == a.Size) {
+				startWriteback(file, queued, off-queued)
+				queued = off
+			}
+			d.downloaded.Add(int64(n))
+			d.progress(off, a.Size)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			if off < a.Size {
+				err = fmt.Errorf("short")
+			}
+			break
+		}
+		if rerr != nil {
+			err = classify(rerr)
+			break
+		}
+	}
+	close(full)
+	<-done
+	if err != nil {
+		return nil, err
+	}
+	return sum.Sum(nil), nil
 }

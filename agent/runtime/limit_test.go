@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	goruntime "runtime"
 	"testing"
 )
 
@@ -27,16 +28,14 @@ func TestLimiter(t *testing.T) {
 		}
 		got <- err
 	}()
-	// The queue now holds the waiter (or will shortly): a fourth is refused
-	// once the waiter is queued.
-	for {
-		_, err := l.Acquire(canceled())
-		if errors.Is(err, ErrBusy) {
-			break
-		}
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("fourth acquire: %v, want ErrBusy or context.Canceled", err)
-		}
+	// Probe only once the waiter is queued: a probe that took the last
+	// queue slot first would make the waiter itself fail with ErrBusy, and
+	// the probes would then never see a full queue.
+	for len(l.queue) < cap(l.queue) {
+		goruntime.Gosched()
+	}
+	if _, err := l.Acquire(canceled()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("fourth acquire: %v, want ErrBusy", err)
 	}
 	releases[0]()
 	if err := <-got; err != nil {

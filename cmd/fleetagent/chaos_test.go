@@ -70,7 +70,7 @@ s3:
   insecure: true
 data_dir: %s
 trust_root: %s
-ort_library: %s
+ort_lib: %s
 fetch:
   concurrency: 1
   retry_base_millis: 50
