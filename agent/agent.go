@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelfleet/modelfleet/agent/accel"
 	"github.com/modelfleet/modelfleet/agent/fetch"
 	"github.com/modelfleet/modelfleet/agent/runtime"
 	"github.com/modelfleet/modelfleet/agent/state"
@@ -41,6 +42,8 @@ type Agent struct {
 	file     *state.File
 	verifier *manifest.Verifier
 	ortVer   string
+	// inventory is the hardware found at start-up.
+	inventory accel.Inventory
 
 	inbox chan inMsg // assignments and roots, handled in order by the loop
 
@@ -129,6 +132,7 @@ func (a *Agent) enqueue(ctx context.Context, kind string, raw []byte) {
 // setup opens the state, the verifier, ONNX Runtime and S3.
 func (a *Agent) setup() error {
 	var err error
+	a.inventory = accel.Detect(context.Background(), accel.Options{Logger: a.log})
 	if a.file, err = state.NewFile(a.cfg.statePath()); err != nil {
 		return err
 	}
@@ -178,12 +182,13 @@ func (a *Agent) setup() error {
 	return nil
 }
 
-// variants returns the artifact variants this device runs, best first.
+// variants returns the artifact variants this device runs, best first:
+// the configured list, or what the hardware inventory supports.
 func (a *Agent) variants() []string {
 	if len(a.cfg.Variants) > 0 {
 		return a.cfg.Variants
 	}
-	return []string{"cpu"}
+	return a.inventory.Variants()
 }
 
 // restore serves the models the persisted state says are active, falling
