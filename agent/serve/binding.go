@@ -280,7 +280,7 @@ func (m *MQTT) runBinding(ctx context.Context, r *route, msg bus.Message) {
 	defer cancel()
 	info, ok := m.inf.Model(r.b.Model)
 	if !ok {
-		m.bindingFailed(ctx, r, msg, fmt.Errorf("%w: no model %q on this device", ErrUnknownModel, r.b.Model), "")
+		m.bindingFailed(ctx, r, msg, unknownModel(r.b.Model), "")
 		return
 	}
 	inputs, err := decodePayload(r.b.Format, msg.Payload, info)

@@ -96,6 +96,12 @@ func NewHTTP(inf Inferer, opts HTTPOptions) http.Handler {
 	h.mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", h.modelReady)
 	h.mux.HandleFunc("POST /v2/models/{name}/infer", h.infer)
 	h.mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", h.infer)
+	for _, path := range []string{"/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"} {
+		h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed here; inference requests are POSTed", r.Method))
+		})
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (this server speaks the Open Inference Protocol under /v2)", r.Method, r.URL.Path))
 	})
@@ -134,7 +140,7 @@ func (h *httpHandler) model(w http.ResponseWriter, r *http.Request) (ModelInfo, 
 	name, version := r.PathValue("name"), r.PathValue("version")
 	info, ok := h.inf.Model(name)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("%v: no model %q on this device", ErrUnknownModel, name))
+		writeError(w, http.StatusNotFound, unknownModel(name).Error())
 		return info, false
 	}
 	if version != "" && version != info.Version {
@@ -247,33 +253,25 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	resp := append(body[:0], `{"model_name":`...)
-	resp = appendString(resp, info.Name)
-	resp = append(resp, `,"model_version":`...)
-	resp = appendString(resp, version)
-	if req.ID != "" {
-		resp = append(resp, `,"id":`...)
-		resp = appendString(resp, req.ID)
-	}
-	resp = append(resp, `,"outputs":`...)
-	resp, err = appendOutputs(resp, info, outs, names)
+	resp, err := appendInferResponse(body[:0], req.ID, info, version, outs, names)
 	*bp = resp[:0]
 	if err != nil {
 		h.log.Error("inference output cannot be encoded", "model", info.Name, "version", version, "err", err)
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("model %q returned an output that cannot be sent as JSON: %v", info.Name, err))
 		return
 	}
-	resp = append(resp, '}')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(resp)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(resp)
 }
 
-// readBody reads r into buf, sized up front when the length is known.
+// readBody reads r into buf, sized up front when the length is known,
+// up to 1 MiB: a client that announces a large body and sends nothing
+// should not make the server allocate it.
 func readBody(r io.Reader, buf []byte, length int64) ([]byte, error) {
-	if length > 0 && int64(cap(buf)) < length+1 {
-		buf = make([]byte, 0, length+1)
+	if want := min(length+1, maxPooledBuffer); length > 0 && int64(cap(buf)) < want {
+		buf = make([]byte, 0, want)
 	}
 	for {
 		if len(buf) == cap(buf) {

@@ -92,6 +92,22 @@ var (
 	ErrOverloaded = fmt.Errorf("too many requests waiting: %w", runtime.ErrBusy)
 )
 
+// unknownModel returns the error for a model name the device does not
+// serve; it matches ErrUnknownModel.
+func unknownModel(name string) error {
+	return &plainError{msg: fmt.Sprintf("no model %q on this device", name), kind: ErrUnknownModel}
+}
+
+// plainError is an error of a kind (a sentinel) whose message does not
+// repeat the kind's own text.
+type plainError struct {
+	msg  string
+	kind error
+}
+
+func (e *plainError) Error() string { return e.msg }
+func (e *plainError) Unwrap() error { return e.kind }
+
 // invalid returns an error for a bad request, wrapping
 // runtime.ErrInvalidInput so that it maps to 400.
 func invalid(format string, args ...any) error {

@@ -99,7 +99,7 @@ const publishTimeout = 10 * time.Second
 // with inputs and the optional outputs as in an OIP inference request, and
 // the agent answers on reply_to (QoS 1, not retained) with
 //
-//	{"id": "r-17", "model_name": "vibration", "model_version": "1.2.0",
+//	{"model_name": "vibration", "model_version": "1.2.0", "id": "r-17",
 //	 "outputs": [{"name": "score", "datatype": "FP32", "shape": [1, 1], "data": [0.93]}]}
 //
 // or {"id": "r-17", "model_name": "vibration", "error": "…", "code": 400}, with
@@ -303,8 +303,11 @@ func (m *MQTT) unsubscribeLocked(ctx context.Context, old, rt *routeTable) {
 // mqttRequest is a request on the infer topic: an OIP inference request
 // with the topic to answer on.
 type mqttRequest struct {
-	inferRequest
-	ReplyTo string `json:"reply_to"`
+	ID         string          `json:"id,omitempty"`
+	ReplyTo    string          `json:"reply_to"`
+	Parameters parameters      `json:"parameters,omitempty"`
+	Inputs     []requestInput  `json:"inputs"`
+	Outputs    []requestOutput `json:"outputs,omitempty"`
 }
 
 // replyTarget is the part of a request needed to answer it, read leniently
@@ -337,7 +340,7 @@ func (m *MQTT) onRequest(msg bus.Message) {
 		return
 	}
 	if _, ok := m.inf.Model(model); !ok {
-		m.replyEarly(model, msg, fmt.Errorf("%w: no model %q on this device", ErrUnknownModel, model))
+		m.replyEarly(model, msg, unknownModel(model))
 		return
 	}
 	err := m.pool.submit(model, job{
@@ -379,7 +382,7 @@ func (m *MQTT) serveRequest(ctx context.Context, model string, msg bus.Message) 
 	}
 	info, ok := m.inf.Model(model)
 	if !ok {
-		m.replyError(ctx, model, req.ID, req.ReplyTo, fmt.Errorf("%w: no model %q on this device", ErrUnknownModel, model))
+		m.replyError(ctx, model, req.ID, req.ReplyTo, unknownModel(model))
 		return
 	}
 	inputs, err := decodeInputs(info, req.Inputs)
@@ -400,25 +403,12 @@ func (m *MQTT) serveRequest(ctx context.Context, model string, msg bus.Message) 
 		m.replyError(ctx, model, req.ID, req.ReplyTo, err)
 		return
 	}
-	b := make([]byte, 0, 256)
-	b = append(b, '{')
-	if req.ID != "" {
-		b = append(b, `"id":`...)
-		b = appendString(b, req.ID)
-		b = append(b, ',')
-	}
-	b = append(b, `"model_name":`...)
-	b = appendString(b, model)
-	b = append(b, `,"model_version":`...)
-	b = appendString(b, version)
-	b = append(b, `,"outputs":`...)
-	b, err = appendOutputs(b, info, outs, names)
+	b, err := appendInferResponse(make([]byte, 0, 256), req.ID, info, version, outs, names)
 	if err != nil {
 		m.log.Error("inference output cannot be encoded", "model", model, "version", version, "err", err)
 		m.replyError(ctx, model, req.ID, req.ReplyTo, fmt.Errorf("model %q returned an output that cannot be sent as JSON: %w", model, err))
 		return
 	}
-	b = append(b, '}')
 	if err := m.publish(ctx, req.ReplyTo, replyQoS, b); err != nil {
 		m.stats.requests.dropped.Add(1)
 		m.warn("reply not published", "model", model, "reply_to", req.ReplyTo, "err", err)

@@ -208,6 +208,26 @@ func appendOutputs(b []byte, info ModelInfo, outs map[string]runtime.Tensor, nam
 	return append(b, ']'), nil
 }
 
+// appendInferResponse appends an OIP inference response, as the HTTP
+// front end sends it and MQTT replies carry it: model_name, model_version,
+// id (when the request had one) and outputs.
+func appendInferResponse(b []byte, id string, info ModelInfo, version string, outs map[string]runtime.Tensor, names []string) ([]byte, error) {
+	b = append(b, `{"model_name":`...)
+	b = appendString(b, info.Name)
+	b = append(b, `,"model_version":`...)
+	b = appendString(b, version)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendString(b, id)
+	}
+	b = append(b, `,"outputs":`...)
+	b, err := appendOutputs(b, info, outs, names)
+	if err != nil {
+		return b, err
+	}
+	return append(b, '}'), nil
+}
+
 // outputOrder lists the outputs in the model's declared order, then any
 // undeclared ones by name.
 func outputOrder(info ModelInfo, outs map[string]runtime.Tensor) []string {

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -58,7 +59,7 @@ func (p *pool) submit(model string, j job) error {
 		p.queues[model] = q
 	}
 	if len(q.jobs) >= p.queueSize {
-		return fmt.Errorf("%w: model %q has %d requests waiting and %d running on this device", ErrOverloaded, model, len(q.jobs), q.running)
+		return &plainError{kind: ErrOverloaded, msg: fmt.Sprintf("model %q is busy: %d requests are waiting and %d running on this device; try again later", model, len(q.jobs), q.running)}
 	}
 	if len(q.jobs) == 0 {
 		p.ring = append(p.ring, model)
@@ -68,7 +69,7 @@ func (p *pool) submit(model string, j job) error {
 	return nil
 }
 
-var errPoolClosed = fmt.Errorf("the MQTT front end is stopping")
+var errPoolClosed = errors.New("the MQTT front end is stopping")
 
 // take returns the next job a worker may run, waiting for one; ok is false
 // once the pool is closed.

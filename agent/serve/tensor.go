@@ -70,6 +70,10 @@ func ElemType(datatype string) (runtime.ElemType, bool) {
 // supportedDatatypes lists the OIP datatypes for messages.
 const supportedDatatypes = "FP32, FP64, INT64, INT32, UINT8, BOOL"
 
+// maxValues bounds the values of one tensor, as the runtime does (2^40),
+// so that shape arithmetic cannot overflow.
+const maxValues = 1 << 40
+
 // maxRank bounds the nesting of a data array, so that "[[[[…" cannot make
 // the parser keep per-level state for millions of levels.
 const maxRank = 32
@@ -91,8 +95,10 @@ type tensorValues struct {
 // input, which bounds it too.
 func parseArray(raw []byte, et runtime.ElemType, limit int) (tensorValues, error) {
 	p := arrayParser{buf: raw, et: et, limit: limit, leaf: -1}
+	// Every value takes at least one byte and a separator: the bytes bound
+	// the allocation whatever a hostile shape claims.
 	if limit > 0 {
-		p.alloc(limit)
+		p.alloc(min(limit, len(raw)/2+1))
 	} else {
 		p.alloc(min(len(raw)/2+1, 1024))
 	}
@@ -486,9 +492,9 @@ func newTensor(v tensorValues, shape []int64) runtime.Tensor {
 }
 
 // shapeCount returns the number of values a declared shape holds, checking
-// every dimension is at least 1 and that the product stays below limit
-// (a request cannot declare more values than it has bytes).
-func shapeCount(shape []int64, limit int) (int, error) {
+// every dimension is at least 1 and that the product stays at most
+// maxValues.
+func shapeCount(shape []int64) (int, error) {
 	if len(shape) == 0 {
 		return 0, fmt.Errorf("shape is empty; scalars are not supported, give at least one dimension")
 	}
@@ -500,8 +506,8 @@ func shapeCount(shape []int64, limit int) (int, error) {
 		if d < 1 {
 			return 0, fmt.Errorf("shape %s: dimension %d is %d, every dimension must be at least 1", formatShape(shape), i, d)
 		}
-		if n > int64(limit)/d {
-			return 0, fmt.Errorf("shape %s holds more values than the request has room for", formatShape(shape))
+		if n > maxValues/d {
+			return 0, fmt.Errorf("shape %s holds more than %d values", formatShape(shape), int64(maxValues))
 		}
 		n *= d
 	}
@@ -512,10 +518,7 @@ func shapeCount(shape []int64, limit int) (int, error) {
 // datatype: flat with exactly the shape's number of values, or nested
 // exactly as the shape.
 func decodeData(raw []byte, et runtime.ElemType, shape []int64) (runtime.Tensor, error) {
-	// Every value takes at least one byte and a separator, so a shape that
-	// promises more values than half the bytes is a lie; refusing it here
-	// keeps a hostile shape from sizing an allocation.
-	n, err := shapeCount(shape, len(raw)/2+1)
+	n, err := shapeCount(shape)
 	if err != nil {
 		return runtime.Tensor{}, err
 	}

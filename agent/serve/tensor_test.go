@@ -71,7 +71,8 @@ func TestDecodeData(t *testing.T) {
 		{name: "empty", data: `[]`, et: runtime.Float32, shape: []int64{1}, wantErr: "no values"},
 		{name: "zero dim", data: `[1]`, et: runtime.Float32, shape: []int64{0}, wantErr: "at least 1"},
 		{name: "no dims", data: `[1]`, et: runtime.Float32, shape: []int64{}, wantErr: "scalars are not supported"},
-		{name: "hostile shape", data: `[1]`, et: runtime.Float32, shape: []int64{1 << 40, 1 << 40}, wantErr: "more values than the request has room for"},
+		{name: "hostile shape", data: `[1]`, et: runtime.Float32, shape: []int64{1 << 40, 1 << 40}, wantErr: "holds more than 1099511627776 values"},
+		{name: "shape promising more than the data", data: `[1]`, et: runtime.Float32, shape: []int64{1 << 30, 1 << 10}, wantErr: "1 values, shape [1073741824,1024] needs 1099511627776"},
 		{name: "deep", data: strings.Repeat("[", 40) + "1" + strings.Repeat("]", 40), et: runtime.Float32, shape: []int64{1}, wantErr: "nested more than 32"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,8 +40,9 @@ type Field struct {
 
 // Fields lists the leaves of the struct pointed to by cfg, in declaration
 // order. Fields tagged yaml:"-" are skipped; nested structs are descended
-// into. Supported leaf kinds: string, bool, ints, uints, floats, []string
-// (comma-separated outside YAML) and map[string]string (k=v,k=v).
+// into. Leaf kinds: string, bool, ints, uints, floats, []string
+// (comma-separated outside YAML) and map[string]string (k=v,k=v); fields
+// of other kinds (lists of structures) can only be set in YAML.
 func Fields(cfg any) []Field {
 	var out []Field
 	walk(reflect.ValueOf(cfg).Elem(), "", &out)
@@ -71,6 +72,9 @@ func walk(v reflect.Value, prefix string, out *[]Field) {
 			walk(fv, key, out)
 			continue
 		}
+		if !settable(sf.Type) {
+			continue // YAML only: lists of structures and the like
+		}
 		flat := strings.NewReplacer(".", "_", "-", "_").Replace(key)
 		*out = append(*out, Field{
 			Key:   key,
@@ -80,6 +84,20 @@ func walk(v reflect.Value, prefix string, out *[]Field) {
 			v:     fv,
 		})
 	}
+}
+
+// settable reports whether a field of type t can be set from one string.
+func settable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	case reflect.Slice:
+		return t.Elem().Kind() == reflect.String
+	case reflect.Map:
+		return t.Key().Kind() == reflect.String && t.Elem().Kind() == reflect.String
+	}
+	return false
 }
 
 // Set parses s into the field.
