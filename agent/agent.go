@@ -14,6 +14,7 @@ import (
 	"github.com/modelfleet/modelfleet/agent/accel"
 	"github.com/modelfleet/modelfleet/agent/fetch"
 	"github.com/modelfleet/modelfleet/agent/runtime"
+	"github.com/modelfleet/modelfleet/agent/serve"
 	"github.com/modelfleet/modelfleet/agent/state"
 	"github.com/modelfleet/modelfleet/internal/bus"
 	"github.com/modelfleet/modelfleet/internal/report"
@@ -53,6 +54,8 @@ type Agent struct {
 	progress map[string]report.Progress
 	lastPub  time.Time
 	started  bool
+	httpAddr string
+	front    *serve.MQTT
 }
 
 type inMsg struct {
@@ -109,9 +112,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := client.Subscribe(ctx, a.topics.Assignment(a.cfg.DeviceID), 1, func(m bus.Message) { a.enqueue(ctx, bus.KindAssignment, m.Payload) }); err != nil {
 		return err
 	}
+	stopHTTP, err := a.startHTTP(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+	front := serve.NewMQTT(client, a.topics, a.cfg.DeviceID, a, serve.MQTTOptions{Logger: a.log})
+	frontDone := make(chan error, 1)
+	go func() { frontDone <- front.Run(ctx) }()
+	select {
+	case <-front.Ready():
+	case err := <-frontDone:
+		return err
+	}
+	defer func() { <-frontDone }()
 	a.mu.Lock()
+	a.front = front
 	a.started = true
 	a.mu.Unlock()
+	a.applyBindings(ctx)
 	a.onConnect()
 	go a.janitor(ctx)
 	a.event(ctx, report.Event{Type: report.EventStarted, Sequence: a.verifier.State().Sequence})

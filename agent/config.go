@@ -91,6 +91,12 @@ type ServingConfig struct {
 	IdleTTLSeconds int `yaml:"idle_ttl_seconds" usage:"unload models idle this long, in seconds (0: never)"`
 	// IdleTTLOverrides sets the idle TTL per model: name=seconds,….
 	IdleTTLOverrides map[string]string `yaml:"idle_ttl_overrides" usage:"per-model idle TTL, model=seconds,…"`
+	// HTTPAddr is where the KServe v2 inference API and /metrics listen;
+	// empty disables them. Keep it on loopback or a plant network: it has
+	// no authentication.
+	HTTPAddr string `yaml:"http_addr" usage:"address of the local inference API and /metrics (empty: off)"`
+	// Bindings route factory MQTT topics through models (YAML only).
+	Bindings []BindingConfig `yaml:"bindings"`
 }
 
 // SecretKeys are the config keys whose values are masked in `config show`.
@@ -105,7 +111,7 @@ func DefaultConfig() Config {
 		MaxArtifactBytes: 4 << 30,
 		ClockSkewSeconds: 300,
 		Fetch:            fetch.DefaultConfig(),
-		Serving:          ServingConfig{Concurrency: 4, QueueLength: 64},
+		Serving:          ServingConfig{Concurrency: 4, QueueLength: 64, HTTPAddr: "127.0.0.1:8080"},
 		LogLevel:         "info",
 	}
 }

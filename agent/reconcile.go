@@ -196,6 +196,7 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 		a.event(ctx, report.Event{Type: report.EventWarning, Model: vm.Manifest.Name, Version: vm.Manifest.Version, Sequence: seq,
 			Reason: "shadow mode is not supported by this agent version; entry ignored"})
 	}
+	a.applyBindings(ctx)
 	for _, name := range removed {
 		a.unload(name)
 		a.event(ctx, report.Event{Type: report.EventRemoved, Model: name, Sequence: seq})

@@ -21,6 +21,8 @@ type served struct {
 
 	mu       sync.Mutex // guards all following fields
 	install  *state.Install
+	inputs   []runtime.TensorSpec
+	outputs  []runtime.TensorSpec
 	provider string
 	lastUsed time.Time
 	loaded   bool
@@ -71,6 +73,7 @@ func (a *Agent) activate(ctx context.Context, name string, in *state.Install) er
 	old, _ := s.slot.Swap(sess, in.Version)
 	s.mu.Lock()
 	s.install, s.provider, s.loaded, s.lastUsed = in, string(sess.Provider()), true, time.Now()
+	s.inputs, s.outputs = sess.Inputs(), sess.Outputs()
 	s.mu.Unlock()
 	if old != nil {
 		old.Close() // waits for in-flight requests on the old version

@@ -64,26 +64,36 @@ func TestZZAB(t *testing.T) {
 	if iters == 0 {
 		iters = 8
 	}
-	reset := func() { knobWB, knobWBEvery, knobBuf, knobStat, knobMem = true, writebackEveryBytes, copyBufBytes, false, false }
+	reset := func() {
+		knobWB, knobWBEvery, knobBuf, knobStat, knobMem, hashChunkBytes = true, writebackEveryBytes, copyBufBytes, false, false, 1<<20
+	}
 	single := Config{Concurrency: 1}
 	par := Config{Concurrency: 4, PartSizeBytes: 16 << 20, ParallelMinBytes: 32 << 20}
 	all := map[string]variant{
-		"single":   {"single", func() {}, single},
-		"nowb":     {"nowb", func() { knobWB = false }, single},
-		"wb4":      {"wb4", func() { knobWBEvery = 4 << 20 }, single},
-		"wb16":     {"wb16", func() { knobWBEvery = 16 << 20 }, single},
-		"wb32":     {"wb32", func() { knobWBEvery = 32 << 20 }, single},
-		"buf256k":  {"buf256k", func() { knobBuf = 256 << 10 }, single},
-		"buf4m":    {"buf4m", func() { knobBuf = 4 << 20 }, single},
-		"stat":     {"stat", func() { knobStat = true }, single},
-		"par":      {"par", func() {}, par},
-		"mem":      {"mem", func() { knobMem = true }, single},
-		"mem256k":  {"mem256k", func() { knobMem = true; knobBuf = 256 << 10 }, single},
-		"mem-nowb": {"mem-nowb", func() { knobMem = true; knobWB = false }, single},
-		"par-nowb": {"par-nowb", func() { knobWB = false }, par},
-		"par2":     {"par2", func() {}, Config{Concurrency: 2, PartSizeBytes: 16 << 20, ParallelMinBytes: 32 << 20}},
-		"par2x32":  {"par2x32", func() {}, Config{Concurrency: 2, PartSizeBytes: 32 << 20, ParallelMinBytes: 32 << 20}},
-		"par4x8":   {"par4x8", func() {}, Config{Concurrency: 4, PartSizeBytes: 8 << 20, ParallelMinBytes: 32 << 20}},
+		"single":    {"single", func() {}, single},
+		"nowb":      {"nowb", func() { knobWB = false }, single},
+		"wb4":       {"wb4", func() { knobWBEvery = 4 << 20 }, single},
+		"wb16":      {"wb16", func() { knobWBEvery = 16 << 20 }, single},
+		"wb32":      {"wb32", func() { knobWBEvery = 32 << 20 }, single},
+		"buf256k":   {"buf256k", func() { knobBuf = 256 << 10 }, single},
+		"buf4m":     {"buf4m", func() { knobBuf = 4 << 20 }, single},
+		"stat":      {"stat", func() { knobStat = true }, single},
+		"par":       {"par", func() {}, par},
+		"buf128k":   {"buf128k", func() { knobBuf = 128 << 10 }, single},
+		"buf64k":    {"buf64k", func() { knobBuf = 64 << 10 }, single},
+		"buf32k":    {"buf32k", func() { knobBuf = 32 << 10 }, single},
+		"b256h256":  {"b256h256", func() { knobBuf = 256 << 10; hashChunkBytes = 256 << 10 }, single},
+		"b128h256":  {"b128h256", func() { knobBuf = 128 << 10; hashChunkBytes = 256 << 10 }, single},
+		"b256h128":  {"b256h128", func() { knobBuf = 256 << 10; hashChunkBytes = 128 << 10 }, single},
+		"mem128k":   {"mem128k", func() { knobMem = true; knobBuf = 128 << 10 }, single},
+		"pb256h256": {"pb256h256", func() { knobBuf = 256 << 10; hashChunkBytes = 256 << 10 }, par},
+		"mem":       {"mem", func() { knobMem = true }, single},
+		"mem256k":   {"mem256k", func() { knobMem = true; knobBuf = 256 << 10 }, single},
+		"mem-nowb":  {"mem-nowb", func() { knobMem = true; knobWB = false }, single},
+		"par-nowb":  {"par-nowb", func() { knobWB = false }, par},
+		"par2":      {"par2", func() {}, Config{Concurrency: 2, PartSizeBytes: 16 << 20, ParallelMinBytes: 32 << 20}},
+		"par2x32":   {"par2x32", func() {}, Config{Concurrency: 2, PartSizeBytes: 32 << 20, ParallelMinBytes: 32 << 20}},
+		"par4x8":    {"par4x8", func() {}, Config{Concurrency: 4, PartSizeBytes: 8 << 20, ParallelMinBytes: 32 << 20}},
 	}
 	var vs []variant
 	for _, n := range strings.Split(os.Getenv("ZZAB"), ",") {

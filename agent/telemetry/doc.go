@@ -10,8 +10,8 @@
 // it can sum and merge windows per minute without keeping per-device state
 // and without averaging averages. Prometheus gets cumulative counters, so
 // rates survive missed scrapes. The Recorder keeps both and updates them
-// together on each observation, under one per-model mutex (about 60 ns, no
-// allocation).
+// together on each observation, under one per-model mutex (tens of nanoseconds,
+// no allocation).
 //
 // Data residency: only aggregates leave the device this way. The Recorder
 // never sees a request's inputs or outputs, and it keeps only a closed set

@@ -250,7 +250,37 @@ func (cl *Client) Subscribe(ctx context.Context, filter string, qos byte, handle
 		s.run()
 	}()
 	if err := cl.subscribe(ctx, s); err != nil {
+		// Not registered: the caller may try again.
+		cl.mu.Lock()
+		if cl.subs[filter] == s {
+			delete(cl.subs, filter)
+		}
+		cl.mu.Unlock()
+		s.close()
 		return fmt.Errorf("mqtt subscribe %s: %w", filter, err)
+	}
+	return nil
+}
+
+// Unsubscribe removes the subscriptions to filters: they are no longer
+// renewed on reconnect, their handlers receive nothing more, and the broker
+// is told. Unknown filters are ignored.
+func (cl *Client) Unsubscribe(ctx context.Context, filters ...string) error {
+	var gone []string
+	cl.mu.Lock()
+	for _, f := range filters {
+		if s, ok := cl.subs[f]; ok {
+			delete(cl.subs, f)
+			s.close()
+			gone = append(gone, f)
+		}
+	}
+	cl.mu.Unlock()
+	if len(gone) == 0 {
+		return nil
+	}
+	if err := wait(ctx, cl.c.Unsubscribe(gone...)); err != nil {
+		return fmt.Errorf("mqtt unsubscribe %v: %w", gone, err)
 	}
 	return nil
 }
