@@ -69,7 +69,8 @@ func BusyPercent(prev, cur CPUTimes) float64 {
 	if db+di == 0 || db+di < db {
 		return 0
 	}
-	return 100 * float64(db) / float64(db+di)
+	// Rounding can push the quotient of huge counts a hair above 100.
+	return min(100, 100*float64(db)/float64(db+di))
 }
 
 // ParseProcStat reads the aggregate "cpu" line of /proc/stat. Kernels
@@ -126,6 +127,7 @@ func ParseProcStat(r io.Reader) (CPUTimes, error) {
 
 // Meminfo is the device's memory from /proc/meminfo.
 type Meminfo struct {
+	// TotalBytes is MemTotal: the RAM the kernel manages.
 	TotalBytes uint64
 	// AvailableBytes is MemAvailable, or MemFree + Buffers + Cached on
 	// kernels before 3.14 that do not report it.

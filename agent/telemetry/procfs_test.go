@@ -63,6 +63,7 @@ func TestBusyPercent(t *testing.T) {
 		{"no time passed", CPUTimes{User: 5, Idle: 5}, CPUTimes{User: 5, Idle: 5}, 0},
 		{"iowait went backwards", CPUTimes{User: 10, Idle: 10, IOWait: 50}, CPUTimes{User: 20, Idle: 40, IOWait: 10}, 100},
 		{"counters reset", CPUTimes{User: 100, Idle: 100}, CPUTimes{User: 1, Idle: 1}, 0},
+		{"huge counts stay within 100 (found by fuzzing)", CPUTimes{}, CPUTimes{User: 7000104070109250700, Nice: 91700}, 100},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -272,7 +272,7 @@ func TestReporterMosquitto(t *testing.T) {
 		t.Errorf("first phase in the reports: %+v", first)
 	}
 	tot := rec.Totals()["m"]
-	if sum.Requests != tot.Requests || !reflect.DeepEqual(sum.Errors, tot.Errors) || !reflect.DeepEqual(sum.Latency, tot.Latency) ||
+	if sum.Requests != tot.Requests || !reflect.DeepEqual(sum.Errors, tot.Errors) || !sameHistogram(sum.Latency, tot.Latency) ||
 		sum.QueueRejections != tot.QueueRejections || sum.Shadow == nil || sum.Shadow.Compared != tot.Shadow.Compared {
 		t.Errorf("windows add up to\n%+v\ntotals are\n%+v", sum, tot)
 	}
