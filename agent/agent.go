@@ -16,6 +16,7 @@ import (
 	"github.com/modelfleet/modelfleet/agent/runtime"
 	"github.com/modelfleet/modelfleet/agent/serve"
 	"github.com/modelfleet/modelfleet/agent/state"
+	"github.com/modelfleet/modelfleet/agent/telemetry"
 	"github.com/modelfleet/modelfleet/internal/bus"
 	"github.com/modelfleet/modelfleet/internal/report"
 	"github.com/modelfleet/modelfleet/manifest"
@@ -56,6 +57,7 @@ type Agent struct {
 	started  bool
 	httpAddr string
 	front    *serve.MQTT
+	rec      *telemetry.Recorder
 }
 
 type inMsg struct {
@@ -75,6 +77,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		inbox:    make(chan inMsg, 16),
 		served:   map[string]*served{},
 		progress: map[string]report.Progress{},
+		rec:      newRecorder(),
 	}
 }
 
@@ -131,6 +134,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.started = true
 	a.mu.Unlock()
 	a.applyBindings(ctx)
+	stopTelemetry, err := a.startTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry()
 	a.onConnect()
 	go a.janitor(ctx)
 	a.event(ctx, report.Event{Type: report.EventStarted, Sequence: a.verifier.State().Sequence})

@@ -72,6 +72,7 @@ func newHarness(t *testing.T) *harness {
 	h.cfg.TrustRoot = h.trust.WriteRoot(t, dir)
 	h.cfg.Fetch.RetryBaseMillis, h.cfg.Fetch.RetryMaxMillis = 50, 500
 	h.cfg.Serving.HTTPAddr = "127.0.0.1:0"
+	h.cfg.TelemetryIntervalSeconds = 1
 
 	ctx := context.Background()
 	hub, err := bus.Connect(ctx, bus.Config{Brokers: []string{h.broker.URL}, ClientID: "test-hub-" + t.Name()}, bus.Options{})

@@ -49,6 +49,9 @@ type Config struct {
 	Fetch fetch.Config `yaml:"fetch"`
 	// Serving tunes inference.
 	Serving ServingConfig `yaml:"serving"`
+	// TelemetryIntervalSeconds is how often aggregates are published to the
+	// hub; 0 turns telemetry reports off (/metrics stays).
+	TelemetryIntervalSeconds int `yaml:"telemetry_interval_seconds" usage:"seconds between telemetry reports to the hub (0: off)"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" usage:"log level: debug, info, warn, error"`
 }
@@ -105,14 +108,15 @@ var SecretKeys = []string{"mqtt.password", "s3.secret_key", "s3.session_token"}
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		MQTT:             MQTTConfig{TopicPrefix: bus.DefaultPrefix},
-		DataDir:          "/var/lib/modelfleet",
-		TrustRoot:        "/etc/modelfleet/root.json",
-		MaxArtifactBytes: 4 << 30,
-		ClockSkewSeconds: 300,
-		Fetch:            fetch.DefaultConfig(),
-		Serving:          ServingConfig{Concurrency: 4, QueueLength: 64, HTTPAddr: "127.0.0.1:8080"},
-		LogLevel:         "info",
+		MQTT:                     MQTTConfig{TopicPrefix: bus.DefaultPrefix},
+		DataDir:                  "/var/lib/modelfleet",
+		TrustRoot:                "/etc/modelfleet/root.json",
+		MaxArtifactBytes:         4 << 30,
+		ClockSkewSeconds:         300,
+		Fetch:                    fetch.DefaultConfig(),
+		Serving:                  ServingConfig{Concurrency: 4, QueueLength: 64, HTTPAddr: "127.0.0.1:8080"},
+		LogLevel:                 "info",
+		TelemetryIntervalSeconds: 30,
 	}
 }
 
@@ -218,6 +222,9 @@ func (c *Config) Validate() error {
 		if n, err := strconv.Atoi(v); err != nil || n < 0 {
 			add("serving.idle_ttl_overrides: %s=%q is not a number of seconds", name, v)
 		}
+	}
+	if c.TelemetryIntervalSeconds < 0 {
+		add("telemetry_interval_seconds: must not be negative")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

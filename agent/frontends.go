@@ -157,6 +157,3 @@ func (a *Agent) applyBindings(ctx context.Context) {
 		a.event(ctx, report.Event{Type: report.EventWarning, Reason: "bindings refused: " + err.Error()})
 	}
 }
-
-// mountMetrics adds the Prometheus endpoint to mux.
-func (a *Agent) mountMetrics(mux *http.ServeMux) {}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/modelfleet/modelfleet/examples/models/mlp"
 	"github.com/modelfleet/modelfleet/internal/bus"
 	"github.com/modelfleet/modelfleet/internal/fleettest"
+	"github.com/modelfleet/modelfleet/internal/report"
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
@@ -95,8 +97,36 @@ func TestServingFrontEnds(t *testing.T) {
 	must(t, client.Publish(context.Background(), "factory/line1/vibration/press-7", 1, false, reading))
 	assertScore(t, <-waitMsg(t, replies), want)
 
+	// Telemetry reaches the hub with the three requests counted.
+	deadline := time.Now().Add(waitFor)
+	var requests uint64
+	for requests < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("telemetry counted %d requests, want 3", requests)
+		}
+		time.Sleep(100 * time.Millisecond)
+		requests = 0
+		mu.Lock()
+		for _, msg := range hubTraffic {
+			topic, payload, _ := bytes.Cut(msg, []byte(" "))
+			if string(topic) != h.topics.Telemetry(device) {
+				continue
+			}
+			var tm report.Telemetry
+			must(t, json.Unmarshal(payload, &tm))
+			requests += tm.Models[model].Requests
+		}
+		mu.Unlock()
+	}
+	resp, err = http.Get("http://" + h.agent.HTTPAddr() + "/metrics")
+	must(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(metrics, []byte(`modelfleet_requests_total{model="`+model+`"`)) {
+		t.Errorf("/metrics lacks the request counter:\n%s", metrics)
+	}
+
 	// Data residency: no input value in anything published to the hub.
-	time.Sleep(500 * time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(hubTraffic) == 0 {

@@ -90,6 +90,7 @@ func (a *Agent) unload(name string) {
 	if s == nil {
 		return
 	}
+	a.rec.Forget(name)
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	if old, _ := s.slot.Swap(nil, ""); old != nil {
@@ -189,7 +190,14 @@ func (a *Agent) janitor(ctx context.Context) {
 // reloaded first. Errors wrap runtime.ErrNotLoaded (no such model),
 // runtime.ErrBusy (concurrency limit and queue full),
 // runtime.ErrInvalidInput or runtime.ErrRun.
-func (a *Agent) Infer(ctx context.Context, model string, inputs map[string]runtime.Tensor) (map[string]runtime.Tensor, string, error) {
+func (a *Agent) Infer(ctx context.Context, model string, inputs map[string]runtime.Tensor) (out map[string]runtime.Tensor, version string, err error) {
+	start := time.Now()
+	var compute time.Duration
+	provider := ""
+	defer func() {
+		// Aggregates only: counts, latency and compute time, never data.
+		a.rec.Observe(model, version, provider, time.Since(start), compute, err)
+	}()
 	s := a.lookup(model)
 	if s == nil {
 		return nil, "", fmt.Errorf("%w: %s", runtime.ErrNotLoaded, model)
@@ -210,9 +218,9 @@ func (a *Agent) Infer(ctx context.Context, model string, inputs map[string]runti
 		}
 	}
 	defer done()
-	out, err := sess.Run(ctx, inputs)
+	provider = string(sess.Provider())
+	runStart := time.Now()
+	out, err = sess.Run(ctx, inputs)
+	compute = time.Since(runStart)
 	return out, version, err
 }
-
-// coldStart records the time a lazy reload took (telemetry hook).
-func (a *Agent) coldStart(model, version string, d time.Duration) {}

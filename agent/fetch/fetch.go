@@ -309,7 +309,7 @@ func classify(err error) error {
 // copyBufBytes is the buffer for network reads. Each filled buffer is one
 // write, one hasher wake-up and one progress call, so it is large; it is
 // allocated per range in flight, so it is not huge.
-const copyBufBytes = 1 << 20
+const copyBufBytes = 256 << 10
 
 // writebackEveryBytes is how many bytes a writer leaves dirty before it asks
 // the kernel to start writing them to disk (see startWriteback).

@@ -11,7 +11,7 @@ import (
 // hashChunkBytes is how much the ordered hasher reads back at once. It also
 // sets how far a writer must get before the hasher wakes, so wake-ups stay
 // rare compared with the work each one does.
-var hashChunkBytes = int64(1 << 20)
+var hashChunkBytes = int64(256 << 10)
 
 // orderedHasher computes the sha256 of a file while other goroutines are
 // still writing it, so that verification needs no second pass over the file

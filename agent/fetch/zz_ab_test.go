@@ -65,7 +65,7 @@ func TestZZAB(t *testing.T) {
 		iters = 8
 	}
 	reset := func() {
-		knobWB, knobWBEvery, knobBuf, knobStat, knobMem, hashChunkBytes = true, writebackEveryBytes, copyBufBytes, false, false, 1<<20
+		knobWB, knobWBEvery, knobBuf, knobStat, knobMem, hashChunkBytes = true, writebackEveryBytes, copyBufBytes, false, false, 256<<10
 	}
 	single := Config{Concurrency: 1}
 	par := Config{Concurrency: 4, PartSizeBytes: 16 << 20, ParallelMinBytes: 32 << 20}

@@ -1,5 +1,5 @@
 // Package report defines the JSON payloads agents publish to the hub: the
-// retained per-device state, discrete events and (later) telemetry. Both
+// retained per-device state, discrete events and periodic telemetry. Both
 // sides import it, so the formats cannot drift. Payloads are versioned by
 // their Schema field; readers ignore unknown fields.
 package report
