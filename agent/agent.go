@@ -52,6 +52,7 @@ type Agent struct {
 	mu       sync.Mutex // guards all following fields
 	st       *state.State
 	served   map[string]*served
+	shadows  map[string]*shadow
 	progress map[string]report.Progress
 	lastPub  time.Time
 	started  bool
@@ -76,6 +77,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		topics:   bus.NewTopics(cfg.MQTT.TopicPrefix),
 		inbox:    make(chan inMsg, 16),
 		served:   map[string]*served{},
+		shadows:  map[string]*shadow{},
 		progress: map[string]report.Progress{},
 		rec:      newRecorder(),
 	}

@@ -43,9 +43,10 @@ type harness struct {
 	hub    *bus.Client
 	topics bus.Topics
 
-	mu     sync.Mutex // guards all following fields
-	state  report.State
-	events []report.Event
+	mu        sync.Mutex // guards all following fields
+	state     report.State
+	events    []report.Event
+	telemetry []report.Telemetry
 	notify chan struct{}
 
 	agent *agent.Agent
@@ -98,6 +99,16 @@ func newHarness(t *testing.T) *harness {
 		}
 		h.mu.Lock()
 		h.events = append(h.events, e)
+		h.mu.Unlock()
+		h.poke()
+	}))
+	must(t, hub.Subscribe(ctx, h.topics.Telemetry(device), 0, func(m bus.Message) {
+		var tm report.Telemetry
+		if err := json.Unmarshal(m.Payload, &tm); err != nil {
+			t.Errorf("telemetry payload: %v", err)
+		}
+		h.mu.Lock()
+		h.telemetry = append(h.telemetry, tm)
 		h.mu.Unlock()
 		h.poke()
 	}))
@@ -528,5 +539,55 @@ func TestBusy(t *testing.T) {
 	if okCount == 0 || busy == 0 {
 		t.Fatalf("%d served and %d refused: want both (limit 1, no queue, 16 callers)", okCount, busy)
 	}
+	assertServes(t, h.agent, "1.0.0", models.SeedV1)
+}
+
+// TestShadow runs a candidate beside the active model on live requests:
+// callers get the active model's answers, the hub gets the comparison.
+func TestShadow(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	v2 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "2.0.0", models.FileV2)
+	a := fleettest.AssignmentDoc(device, 1, v1, v2)
+	a.Models[1].Mode = manifest.ModeShadow
+	h.publish(fleettest.Sign(t, a, h.trust.Director))
+	h.waitState("v1 active, v2 shadow", func(s report.State) bool {
+		sh := s.Models[model+"@shadow"]
+		return active("1.0.0")(s) && sh.Version == "2.0.0" && sh.Phase == "active"
+	})
+	for range 20 {
+		assertServes(t, h.agent, "1.0.0", models.SeedV1) // never the candidate's answer
+	}
+	deadline := time.After(waitFor)
+	for {
+		var compared uint64
+		var diff float64
+		h.mu.Lock()
+		for _, tm := range h.telemetry {
+			if sh := tm.Models[model].Shadow; sh != nil && sh.Version == "2.0.0" {
+				compared += sh.Compared
+				diff = math.Max(diff, sh.MaxAbsDiff)
+			}
+		}
+		h.mu.Unlock()
+		if compared > 0 {
+			if diff == 0 {
+				t.Errorf("v1 and v2 have different weights but the shadow report shows no difference")
+			}
+			break
+		}
+		select {
+		case <-h.notify:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no shadow comparison reached the hub")
+		}
+	}
+
+	// Dropping the shadow entry unloads the candidate.
+	from := h.eventCount()
+	h.publish(h.trust.Assignment(t, device, 2, v1))
+	h.waitEvent("shadow removed", from, func(e report.Event) bool { return e.Type == report.EventRemoved && e.Model == model+"@shadow" })
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 }

@@ -147,17 +147,12 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 	a.log.Info("accepted assignment", "sequence", seq, "models", len(va.Models))
 
 	var removed []string
-	var skipped []manifest.VerifiedModel
 	a.update(func(st *state.State) {
 		st.Trust = mustJSON(a.verifier.State())
 		st.Assignment = raw
 		want := map[string]bool{}
 		for _, vm := range va.Models {
-			if vm.Entry.Mode != manifest.ModeActive {
-				skipped = append(skipped, vm)
-				continue
-			}
-			name := vm.Manifest.Name
+			name := stateKey(vm.Manifest.Name, vm.Entry.Mode)
 			want[name] = true
 			m := st.Models[name]
 			if m == nil {
@@ -170,8 +165,10 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 				Variant:  vm.Artifact.Variant,
 				Manifest: vm.Entry.Manifest,
 				Mode:     vm.Entry.Mode,
+				// Shadow entries: the share of requests also run on it.
+				ShadowSamplePPM: vm.Entry.ShadowSamplePPM,
 			}
-			if m.Active != nil && m.Active.Digest == in.Digest && m.Active.Version == in.Version {
+			if m.Active != nil && m.Active.Digest == in.Digest && m.Active.Version == in.Version && m.Active.ShadowSamplePPM == in.ShadowSamplePPM {
 				if m.Pending != nil { // back to what runs: drop the install in progress
 					m.Pending = nil
 					m.Phase, m.Error = state.PhaseActive, ""
@@ -192,10 +189,6 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 			}
 		}
 	})
-	for _, vm := range skipped {
-		a.event(ctx, report.Event{Type: report.EventWarning, Model: vm.Manifest.Name, Version: vm.Manifest.Version, Sequence: seq,
-			Reason: "shadow mode is not supported by this agent version; entry ignored"})
-	}
 	a.applyBindings(ctx)
 	for _, name := range removed {
 		a.unload(name)

@@ -63,6 +63,9 @@ func (a *Agent) lookup(name string) *served {
 // it at once, in-flight ones finish on the old session, which is then
 // closed.
 func (a *Agent) activate(ctx context.Context, name string, in *state.Install) error {
+	if model, ok := shadowOf(name); ok {
+		return a.activateShadow(ctx, model, in)
+	}
 	s := a.servedFor(name)
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
@@ -83,6 +86,10 @@ func (a *Agent) activate(ctx context.Context, name string, in *state.Install) er
 
 // unload removes a model from serving entirely.
 func (a *Agent) unload(name string) {
+	if model, ok := shadowOf(name); ok {
+		a.unloadShadow(model)
+		return
+	}
 	a.mu.Lock()
 	s := a.served[name]
 	delete(a.served, name)
@@ -107,6 +114,15 @@ func (a *Agent) closeModels() {
 	a.mu.Unlock()
 	for _, n := range names {
 		a.unload(n)
+	}
+	a.mu.Lock()
+	shadows := make([]string, 0, len(a.shadows))
+	for n := range a.shadows {
+		shadows = append(shadows, n)
+	}
+	a.mu.Unlock()
+	for _, n := range shadows {
+		a.unloadShadow(n)
 	}
 }
 
@@ -222,5 +238,8 @@ func (a *Agent) Infer(ctx context.Context, model string, inputs map[string]runti
 	runStart := time.Now()
 	out, err = sess.Run(ctx, inputs)
 	compute = time.Since(runStart)
+	if err == nil {
+		a.maybeShadow(model, inputs, out)
+	}
 	return out, version, err
 }

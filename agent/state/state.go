@@ -48,6 +48,9 @@ type Install struct {
 	Manifest json.RawMessage `json:"manifest,omitempty"`
 	// Mode is "active" or "shadow".
 	Mode string `json:"mode"`
+	// ShadowSamplePPM is, for a shadow install, the share of requests (parts
+	// per million; 0 means all) that also run on it.
+	ShadowSamplePPM uint32 `json:"shadow_sample_ppm,omitempty"`
 }
 
 // Model is the state of one model name.
@@ -70,7 +73,8 @@ type State struct {
 	Trust json.RawMessage `json:"trust,omitempty"`
 	// Assignment is the last accepted signed assignment (raw envelope).
 	Assignment json.RawMessage `json:"assignment,omitempty"`
-	// Models by name.
+	// Models by name; a model's shadow candidate is kept under
+	// "<name>@shadow" (model names cannot contain '@').
 	Models map[string]*Model `json:"models"`
 }
 
