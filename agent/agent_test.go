@@ -47,7 +47,7 @@ type harness struct {
 	state     report.State
 	events    []report.Event
 	telemetry []report.Telemetry
-	notify chan struct{}
+	notify    chan struct{}
 
 	agent *agent.Agent
 	stop  func()
