@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
 	"github.com/modelfleet/modelfleet/agent/state"
+	"github.com/modelfleet/modelfleet/internal/report"
 )
 
 // served is one model name as the agent serves it: the serving pointer, the
@@ -72,6 +73,11 @@ func (a *Agent) activate(ctx context.Context, name string, in *state.Install) er
 	sess, err := a.open(ctx, in)
 	if err != nil {
 		return err
+	}
+	if note := sess.ProviderNote(); note != "" {
+		// ONNX Runtime can fall back from CUDA to CPU silently: the hub must see it.
+		a.event(ctx, report.Event{Type: report.EventWarning, Model: name, Version: in.Version,
+			Reason: "execution provider: " + note})
 	}
 	old, _ := s.slot.Swap(sess, in.Version)
 	s.mu.Lock()
