@@ -591,3 +591,22 @@ func TestShadow(t *testing.T) {
 	h.waitEvent("shadow removed", from, func(e report.Event) bool { return e.Type == report.EventRemoved && e.Model == model+"@shadow" })
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 }
+
+// TestCUDAFallbackReported asks for the CUDA variant on a machine without
+// a GPU: the model runs on the CPU and the hub is told.
+func TestCUDAFallbackReported(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Variants = []string{"cuda", "cpu"}
+	h.start()
+	art := fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/cuda.onnx", fleettest.ModelBytes(t, models.FileV1))
+	art.Variant = "cuda"
+	m := fleettest.Sign(t, fleettest.VibrationManifest(model, "1.0.0", art), h.trust.Release)
+	h.publish(h.trust.Assignment(t, device, 1, m))
+	s := h.waitState("v1 active", active("1.0.0"))
+	if p := s.Models[model].Provider; p != "cpu" {
+		t.Errorf("provider = %q, want cpu (no GPU here)", p)
+	}
+	ev := h.waitEvent("provider warning", 0, func(e report.Event) bool { return e.Type == report.EventWarning && strings.Contains(e.Reason, "execution provider") })
+	t.Logf("event: %s", ev.Reason)
+	assertServes(t, h.agent, "1.0.0", models.SeedV1)
+}
