@@ -11,6 +11,8 @@ BENCH_TIME   ?= 1s
 
 # Tests and tools find the components installed by `make deps` through these.
 export CGO_ENABLED       := 1
+# go-nvml's headers mark many NVML calls deprecated; we use none of those.
+export CGO_CFLAGS        ?= -O2 -g -Wno-deprecated-declarations
 export MODELFLEET_ORT_LIB := $(DEPS)/lib/libonnxruntime.so.1
 export MODELFLEET_MINIO   := $(DEPS)/bin/minio
 export PATH               := $(DEPS)/bin:$(PATH)

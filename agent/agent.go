@@ -104,6 +104,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logger:    a.log,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the broker
+		}
 		return err
 	}
 	a.mu.Lock()

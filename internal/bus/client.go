@@ -193,6 +193,20 @@ func Connect(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 	cl.c = paho.NewClient(po)
 
 	tok := cl.c.Connect()
+	// Connect retries on its own; say so, or a wrong broker URL looks like a hang.
+	waiting := time.NewTicker(10 * time.Second)
+	defer waiting.Stop()
+wait:
+	for {
+		select {
+		case <-tok.Done():
+			break wait
+		case <-ctx.Done():
+			break wait
+		case <-waiting.C:
+			cl.log.Warn("still waiting for the broker", "brokers", cfg.Brokers)
+		}
+	}
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
