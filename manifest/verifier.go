@@ -208,15 +208,10 @@ func (v *Verifier) UpdateRoot(raw []byte) (*Root, error) {
 	if err := old.checkSignatures(c, "signatures-old-root", RoleRoot, env); err != nil {
 		return nil, err
 	}
-	root, err := decodeRoot(env.signed)
+	root, err := c.root(env)
 	if err != nil {
-		return nil, c.failErr("structure", err)
+		return nil, err
 	}
-	if err := root.Validate(); err != nil {
-		return nil, c.failErr("structure", err)
-	}
-	c.name = fmt.Sprintf("version %d", root.Version)
-	c.pass("structure")
 	switch {
 	case root.Version <= old.root.Version:
 		return nil, c.fail("version", ErrRollback, fmt.Sprintf("version %d is not above the trusted version %d: an old root was replayed", root.Version, old.root.Version))
@@ -608,15 +603,10 @@ func loadTrustedRoot(raw []byte, maxBytes int64) (*trustedRoot, error) {
 	if err := c.header(env, KindRoot); err != nil {
 		return nil, err
 	}
-	root, err := decodeRoot(env.signed)
+	root, err := c.root(env)
 	if err != nil {
-		return nil, c.failErr("structure", err)
+		return nil, err
 	}
-	if err := root.Validate(); err != nil {
-		return nil, c.failErr("structure", err)
-	}
-	c.name = fmt.Sprintf("version %d", root.Version)
-	c.pass("structure")
 	tr := newTrustedRoot(root)
 	if err := tr.checkSignatures(c, "signatures", RoleRoot, env); err != nil {
 		return nil, err
@@ -740,4 +730,19 @@ func (c *checklist) header(env *Envelope, want string) error {
 	}
 	c.pass("schema")
 	return nil
+}
+
+// root decodes and validates the root in env, recording the "structure"
+// check and naming the document by its version.
+func (c *checklist) root(env *Envelope) (*Root, error) {
+	root, err := decodeRoot(env.signed)
+	if err != nil {
+		return nil, c.failErr("structure", err)
+	}
+	if err := root.Validate(); err != nil {
+		return nil, c.failErr("structure", err)
+	}
+	c.name = fmt.Sprintf("version %d", root.Version)
+	c.pass("structure")
+	return root, nil
 }
