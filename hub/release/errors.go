@@ -1,0 +1,32 @@
+package release
+
+import "errors"
+
+// Errors callers branch on with errors.Is; the messages wrapping them say
+// which file, variant or tensor is concerned.
+var (
+	// ErrNotONNX: the file is not an ONNX model (empty, truncated, another
+	// format such as a JPEG, or random bytes).
+	ErrNotONNX = errors.New("not an ONNX model")
+	// ErrUnsupported: the file is ONNX, but a graph input or output cannot be
+	// described by a model manifest (string tensors, sequences, unknown rank,
+	// …), or it exceeds a size limit. Pass the tensor specs explicitly, or
+	// export the model differently.
+	ErrUnsupported = errors.New("unsupported ONNX model")
+	// ErrInvalid: the push request is malformed (bad name, version, variant,
+	// tensor spec, no release key without SignLater, …).
+	ErrInvalid = errors.New("invalid push request")
+	// ErrVariantMismatch: the variants' files declare different inputs or
+	// outputs; one manifest describes them all, so they must agree.
+	ErrVariantMismatch = errors.New("variants disagree")
+	// ErrVersionExists: the model already has a release with this version;
+	// releases never change, push a new version.
+	ErrVersionExists = errors.New("version already exists")
+	// ErrObjectExists: an object already exists at an artifact's key (left
+	// by an earlier, failed push, or written by someone else); nothing was
+	// uploaded. PushRequest.Force overwrites it.
+	ErrObjectExists = errors.New("object already exists")
+	// ErrUploadMismatch: the object store holds a different size than was
+	// uploaded, or the file changed while it was being uploaded.
+	ErrUploadMismatch = errors.New("uploaded object does not match the file")
+)
