@@ -610,3 +610,55 @@ func TestCUDAFallbackReported(t *testing.T) {
 	t.Logf("event: %s", ev.Reason)
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 }
+
+// TestNewerAssignmentMidDownload: an assignment arriving while a large
+// version downloads cancels that install and applies the newer one; when
+// the large version is wanted again, its download resumes where it stopped.
+func TestNewerAssignmentMidDownload(t *testing.T) {
+	h := newHarness(t)
+	proxy := testenv.NewProxy(t, h.s3.Endpoint, 8<<20)
+	h.cfg.S3.Endpoint = proxy.Addr
+	h.start()
+	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 1, v1))
+	h.waitState("v1 active", active("1.0.0"))
+
+	big := fleettest.PaddedModel(models.SeedV2, 24<<20)
+	v2 := fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
+		fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/big.onnx", big)), h.trust.Release)
+	proxy.Reset()
+	h.publish(h.trust.Assignment(t, device, 2, v2))
+	deadline := time.Now().Add(waitFor)
+	for proxy.Served() < 4<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("the download of v2 did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// v3 (small) supersedes v2 mid-download.
+	v3 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "3.0.0", models.FileV1)
+	h.publish(h.trust.Assignment(t, device, 3, v3))
+	h.waitState("v3 active", active("3.0.0"))
+	if served := proxy.Served(); served >= int64(len(big)) {
+		t.Fatalf("v2 downloaded completely (%d bytes) before v3 took over: nothing was interrupted", served)
+	}
+	// The hub rolls back to v2 explicitly: the partial download is reused.
+	a := fleettest.AssignmentDoc(device, 4, v2)
+	a.Models[0].AllowDowngrade = true
+	h.publish(fleettest.Sign(t, a, h.trust.Director))
+	h.waitState("v2 active", active("2.0.0"))
+	assertServes(t, h.agent, "2.0.0", models.SeedV2)
+	if served := proxy.Served(); served >= 2*int64(len(big)) {
+		t.Errorf("S3 sent %d bytes for a %d-byte model: the interrupted download restarted", served, len(big))
+	}
+	h.waitEvent("v2 installed", 0, func(e report.Event) bool { return e.Type == report.EventInstalled && e.Version == "2.0.0" })
+	// Duplicate delivery of the accepted assignment changes nothing.
+	from := h.eventCount()
+	h.publish(fleettest.Sign(t, a, h.trust.Director))
+	time.Sleep(500 * time.Millisecond)
+	h.mu.Lock()
+	for _, e := range h.events[from:] {
+		t.Errorf("duplicate delivery caused an event: %+v", e)
+	}
+	h.mu.Unlock()
+}
