@@ -606,7 +606,9 @@ func TestCUDAFallbackReported(t *testing.T) {
 	if p := s.Models[model].Provider; p != "cpu" {
 		t.Errorf("provider = %q, want cpu (no GPU here)", p)
 	}
-	ev := h.waitEvent("provider warning", 0, func(e report.Event) bool { return e.Type == report.EventWarning && strings.Contains(e.Reason, "execution provider") })
+	ev := h.waitEvent("provider warning", 0, func(e report.Event) bool {
+		return e.Type == report.EventWarning && strings.Contains(e.Reason, "execution provider")
+	})
 	t.Logf("event: %s", ev.Reason)
 	assertServes(t, h.agent, "1.0.0", models.SeedV1)
 }
