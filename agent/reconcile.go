@@ -181,11 +181,10 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 			m.Pending = in
 			m.Phase, m.Error = state.PhaseDownloading, ""
 		}
-		for name, m := range st.Models {
+		for name := range st.Models {
 			if !want[name] {
 				removed = append(removed, name)
 				delete(st.Models, name)
-				_ = m
 			}
 		}
 	})

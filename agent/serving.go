@@ -76,7 +76,8 @@ func (a *Agent) activate(ctx context.Context, name string, in *state.Install) er
 	}
 	if note := sess.ProviderNote(); note != "" {
 		// ONNX Runtime can fall back from CUDA to CPU silently: the hub must see it.
-		a.event(ctx, report.Event{Type: report.EventWarning, Model: name, Version: in.Version,
+		// Published in the background: loadMu is held here.
+		go a.event(context.WithoutCancel(ctx), report.Event{Type: report.EventWarning, Model: name, Version: in.Version,
 			Reason: "execution provider: " + note})
 	}
 	old, _ := s.slot.Swap(sess, in.Version)

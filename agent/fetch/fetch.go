@@ -339,6 +339,15 @@ func (d *download) attempt(ctx context.Context) error {
 		segSize = f.cfg.PartSizeBytes
 	}
 	h := newOrderedHasher(file, a.Size, segSize)
+	if knobHWB {
+		var queued int64
+		h.hashed = func(end int64) {
+			if end-queued >= knobWBEvery {
+				startWriteback(file, queued, end-queued)
+				queued = end
+			}
+		}
+	}
 	hctx, stopHash := context.WithCancel(ctx)
 	defer stopHash()
 	sums := make(chan hashResult, 1)
@@ -520,7 +529,7 @@ func (w *segmentWriter) fill(body io.Reader) error {
 			w.off += int64(n)
 			w.h.advance(w.seg, w.off-w.start)
 			if w.off-queued >= knobWBEvery || w.off == w.end {
-				if knobWB {
+				if knobWB && !knobHWB {
 					startWriteback(w.file, queued, w.off-queued)
 				}
 				queued = w.off
@@ -660,6 +669,7 @@ var (
 )
 
 var knobMem = false
+var knobHWB = false
 
 func (d *download) sequentialMem(ctx context.Context, file *os.File) ([]byte, error) {
 	a := d.a

@@ -32,6 +32,7 @@ type orderedHasher struct {
 	segSize int64
 	marks   []atomic.Int64 // marks[i]: bytes of segment i written from its start
 	wake    chan struct{}  // capacity 1: a mark moved since run last looked
+	hashed  func(end int64)
 }
 
 // newOrderedHasher returns a hasher for the size bytes of r, cut into
@@ -71,6 +72,9 @@ func (h *orderedHasher) run(ctx context.Context) ([]byte, error) {
 				}
 				sum.Write(buf[:m])
 				done += m
+				if h.hashed != nil {
+					h.hashed(start + done)
+				}
 			}
 		}
 	}

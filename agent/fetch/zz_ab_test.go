@@ -65,7 +65,7 @@ func TestZZAB(t *testing.T) {
 		iters = 8
 	}
 	reset := func() {
-		knobWB, knobWBEvery, knobBuf, knobStat, knobMem, hashChunkBytes = true, writebackEveryBytes, copyBufBytes, false, false, 256<<10
+		knobWB, knobWBEvery, knobBuf, knobStat, knobMem, hashChunkBytes, knobHWB = true, writebackEveryBytes, copyBufBytes, false, false, 256<<10, false
 	}
 	single := Config{Concurrency: 1}
 	par := Config{Concurrency: 4, PartSizeBytes: 16 << 20, ParallelMinBytes: 32 << 20}
@@ -79,6 +79,8 @@ func TestZZAB(t *testing.T) {
 		"buf4m":     {"buf4m", func() { knobBuf = 4 << 20 }, single},
 		"stat":      {"stat", func() { knobStat = true }, single},
 		"par":       {"par", func() {}, par},
+		"hwb":       {"hwb", func() { knobHWB = true }, single},
+		"par-hwb":   {"par-hwb", func() { knobHWB = true }, par},
 		"buf128k":   {"buf128k", func() { knobBuf = 128 << 10 }, single},
 		"buf64k":    {"buf64k", func() { knobBuf = 64 << 10 }, single},
 		"buf32k":    {"buf32k", func() { knobBuf = 32 << 10 }, single},
