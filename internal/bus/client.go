@@ -175,7 +175,9 @@ func Connect(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 		SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).
-		SetOrderMatters(false). // our handlers only enqueue; ordering is kept per subscription
+		// In order, on paho's goroutine: our callback only appends to the
+		// subscription's queue and returns, so it cannot stall pings (paho #453).
+		SetOrderMatters(true).
 		SetProtocolVersion(4)
 	if tlsCfg != nil {
 		po.SetTLSConfig(tlsCfg)
