@@ -233,6 +233,31 @@ func TestFetchResume(t *testing.T) {
 			wantDownloaded: 3 << 20, wantResumed: false,
 		},
 		{
+			name: "sequential part complete (killed before the rename)", data: small, key: "s5",
+			prepare: func(t *testing.T, store *Store, a Artifact, etag string) {
+				writePart(t, store, a, small, partMeta{ETag: etag, Size: a.Size})
+			},
+			wantDownloaded: 0, wantResumed: true,
+		},
+		{
+			name: "record of a parallel download, now sequential", data: small, key: "s6",
+			prepare: func(t *testing.T, store *Store, a Artifact, etag string) {
+				part := make([]byte, len(small))
+				copy(part[:1<<20], small[:1<<20])
+				writePart(t, store, a, part, partMeta{ETag: etag, Size: a.Size, Parts: []bool{true, false, false}})
+			},
+			wantDownloaded: 3 << 20, wantResumed: false,
+		},
+		{
+			name: "parallel record of a replaced object", data: big, key: "p2",
+			prepare: func(t *testing.T, store *Store, a Artifact, etag string) {
+				part := make([]byte, len(big))
+				copy(part[:2<<20], big[:2<<20])
+				writePart(t, store, a, part, partMeta{ETag: "stale", Size: a.Size, Parts: []bool{true, true, false, false, false, false}})
+			},
+			wantDownloaded: 6 << 20, wantResumed: false,
+		},
+		{
 			name: "parallel ranges", data: big, key: "p1",
 			prepare: func(t *testing.T, store *Store, a Artifact, etag string) {
 				part := make([]byte, len(big))

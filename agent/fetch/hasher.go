@@ -10,8 +10,9 @@ import (
 
 // hashChunkBytes is how much the ordered hasher reads back at once. It also
 // sets how far a writer must get before the hasher wakes, so wake-ups stay
-// rare compared with the work each one does.
-var hashChunkBytes = int64(256 << 10)
+// rare compared with the work each one does. Like copyBufBytes it is sized
+// for the CPU cache: the bytes read back are still there when hashed.
+const hashChunkBytes = 256 << 10
 
 // orderedHasher computes the sha256 of a file while other goroutines are
 // still writing it, so that verification needs no second pass over the file
@@ -32,7 +33,10 @@ type orderedHasher struct {
 	segSize int64
 	marks   []atomic.Int64 // marks[i]: bytes of segment i written from its start
 	wake    chan struct{}  // capacity 1: a mark moved since run last looked
-	hashed  func(end int64)
+
+	// hashed, if set, is called by run with the length of the prefix hashed
+	// so far, after each chunk.
+	hashed func(end int64)
 }
 
 // newOrderedHasher returns a hasher for the size bytes of r, cut into
