@@ -20,5 +20,6 @@ and collects their state and telemetry.`,
 	}
 	root.AddCommand(cli.VersionCommand("fleethub"))
 	root.AddCommand(newKeysCommand(), newManifestCommand(), newAssignmentCommand())
+	root.AddCommand(newServeCommand(), newDevCommand(), newModelCommand(), newRolloutCommand(), newDevicesCommand())
 	return root
 }
