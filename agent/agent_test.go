@@ -82,37 +82,26 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(func() { hub.Close(nil) })
 	h.hub = hub
-	must(t, hub.Subscribe(ctx, h.topics.State(device), 1, func(m bus.Message) {
-		var s report.State
-		if err := json.Unmarshal(m.Payload, &s); err != nil {
-			t.Errorf("state payload: %v", err)
-		}
-		h.mu.Lock()
-		h.state = s
-		h.mu.Unlock()
-		h.poke()
-	}))
-	must(t, hub.Subscribe(ctx, h.topics.Events(device), 1, func(m bus.Message) {
-		var e report.Event
-		if err := json.Unmarshal(m.Payload, &e); err != nil {
-			t.Errorf("event payload: %v", err)
-		}
-		h.mu.Lock()
-		h.events = append(h.events, e)
-		h.mu.Unlock()
-		h.poke()
-	}))
-	must(t, hub.Subscribe(ctx, h.topics.Telemetry(device), 0, func(m bus.Message) {
-		var tm report.Telemetry
-		if err := json.Unmarshal(m.Payload, &tm); err != nil {
-			t.Errorf("telemetry payload: %v", err)
-		}
-		h.mu.Lock()
-		h.telemetry = append(h.telemetry, tm)
-		h.mu.Unlock()
-		h.poke()
-	}))
+	observe(t, h, h.topics.State(device), 1, func(s report.State) { h.state = s })
+	observe(t, h, h.topics.Events(device), 1, func(e report.Event) { h.events = append(h.events, e) })
+	observe(t, h, h.topics.Telemetry(device), 0, func(tm report.Telemetry) { h.telemetry = append(h.telemetry, tm) })
 	return h
+}
+
+// observe decodes every payload on topic as a T and records it with keep,
+// under the harness lock, then wakes the waiters.
+func observe[T any](t *testing.T, h *harness, topic string, qos byte, keep func(T)) {
+	t.Helper()
+	must(t, h.hub.Subscribe(context.Background(), topic, qos, func(m bus.Message) {
+		var v T
+		if err := json.Unmarshal(m.Payload, &v); err != nil {
+			t.Errorf("%s payload: %v", topic, err)
+		}
+		h.mu.Lock()
+		keep(v)
+		h.mu.Unlock()
+		h.poke()
+	}))
 }
 
 func must(t *testing.T, err error) {
