@@ -190,10 +190,9 @@ func (v *Verifier) UpdateRoot(raw []byte) (*Root, error) {
 	defer v.mu.Unlock()
 	c := newChecklist(KindRoot, "")
 	old := v.root
-	if int64(len(raw)) > v.cfg.MaxDocumentBytes {
-		return nil, c.fail("size", ErrDocTooLarge, fmt.Sprintf("%d bytes, limit %d", len(raw), v.cfg.MaxDocumentBytes))
+	if err := c.size(raw, v.cfg.MaxDocumentBytes); err != nil {
+		return nil, err
 	}
-	c.pass("size")
 	env, err := ParseEnvelope(raw)
 	if err != nil {
 		return nil, c.failErr("parse", err)
@@ -261,10 +260,9 @@ func (v *Verifier) VerifyManifest(raw []byte) (*VerifiedManifest, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := newChecklist(KindModel, "")
-	if int64(len(raw)) > v.cfg.MaxDocumentBytes {
-		return nil, c.fail("size", ErrDocTooLarge, fmt.Sprintf("%d bytes, limit %d", len(raw), v.cfg.MaxDocumentBytes))
+	if err := c.size(raw, v.cfg.MaxDocumentBytes); err != nil {
+		return nil, err
 	}
-	c.pass("size")
 	env, err := ParseEnvelope(raw)
 	if err != nil {
 		return nil, c.failErr("parse", err)
@@ -341,10 +339,9 @@ func (v *Verifier) VerifyAssignment(raw []byte) (*VerifiedAssignment, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	c := newChecklist(KindAssignment, "")
-	if int64(len(raw)) > v.cfg.MaxDocumentBytes {
-		return nil, c.fail("size", ErrDocTooLarge, fmt.Sprintf("%d bytes, limit %d", len(raw), v.cfg.MaxDocumentBytes))
+	if err := c.size(raw, v.cfg.MaxDocumentBytes); err != nil {
+		return nil, err
 	}
-	c.pass("size")
 	tree, err := parseJSON(raw)
 	if err != nil {
 		return nil, c.failErr("parse", err)
@@ -591,10 +588,9 @@ func loadTrustedRoot(raw []byte, maxBytes int64) (*trustedRoot, error) {
 		maxBytes = DefaultMaxDocumentBytes
 	}
 	c := newChecklist(KindRoot, "")
-	if int64(len(raw)) > maxBytes {
-		return nil, c.fail("size", ErrDocTooLarge, fmt.Sprintf("%d bytes, limit %d", len(raw), maxBytes))
+	if err := c.size(raw, maxBytes); err != nil {
+		return nil, err
 	}
-	c.pass("size")
 	env, err := ParseEnvelope(raw)
 	if err != nil {
 		return nil, c.failErr("parse", err)
@@ -745,4 +741,14 @@ func (c *checklist) root(env *Envelope) (*Root, error) {
 	c.name = fmt.Sprintf("version %d", root.Version)
 	c.pass("structure")
 	return root, nil
+}
+
+// size refuses a document over maxBytes before anything parses it,
+// recording the "size" check.
+func (c *checklist) size(raw []byte, maxBytes int64) error {
+	if int64(len(raw)) > maxBytes {
+		return c.fail("size", ErrDocTooLarge, fmt.Sprintf("%d bytes, limit %d", len(raw), maxBytes))
+	}
+	c.pass("size")
+	return nil
 }
