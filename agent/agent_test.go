@@ -423,29 +423,40 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestS3OutageDuringDownload kills S3 while the agent downloads a new
-// version and brings it back: the agent completes the install.
-func TestS3OutageDuringDownload(t *testing.T) {
-	h := newHarness(t)
-	proxy := testenv.NewProxy(t, h.s3.Endpoint, 8<<20)
+// bigDownloadUnderWay starts an agent that reaches S3 through a proxy of 8
+// MiB/s, installs v1, assigns a 24 MiB v2 and returns once the proxy has
+// sent minBytes of it (counted from the v2 assignment on), so callers can
+// interrupt the download.
+func bigDownloadUnderWay(t *testing.T, minBytes int64) (h *harness, proxy *testenv.Proxy, big, v2 []byte) {
+	t.Helper()
+	h = newHarness(t)
+	proxy = testenv.NewProxy(t, h.s3.Endpoint, 8<<20)
 	h.cfg.S3.Endpoint = proxy.Addr
 	h.start()
 	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
 	h.publish(h.trust.Assignment(t, device, 1, v1))
 	h.waitState("v1 active", active("1.0.0"))
 
-	big := fleettest.PaddedModel(models.SeedV2, 24<<20)
-	v2 := fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
+	big = fleettest.PaddedModel(models.SeedV2, 24<<20)
+	v2 = fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
 		fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/big.onnx", big)), h.trust.Release)
+	proxy.Reset()
 	h.publish(h.trust.Assignment(t, device, 2, v2))
-	// Wait until the download is under way, then cut S3 off.
 	deadline := time.Now().Add(waitFor)
-	for proxy.Served() < 2<<20 {
+	for proxy.Served() < minBytes {
 		if time.Now().After(deadline) {
 			t.Fatal("the download of v2 did not start")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return h, proxy, big, v2
+}
+
+// TestS3OutageDuringDownload kills S3 while the agent downloads a new
+// version and brings it back: the agent completes the install.
+func TestS3OutageDuringDownload(t *testing.T) {
+	h, proxy, big, _ := bigDownloadUnderWay(t, 2<<20)
+	// The download is under way: cut S3 off.
 	h.s3.Kill(t)
 	proxy.CloseAll() // what the server had already sent is lost with the connection
 	time.Sleep(time.Second)
@@ -606,26 +617,7 @@ func TestCUDAFallbackReported(t *testing.T) {
 // version downloads cancels that install and applies the newer one; when
 // the large version is wanted again, its download resumes where it stopped.
 func TestNewerAssignmentMidDownload(t *testing.T) {
-	h := newHarness(t)
-	proxy := testenv.NewProxy(t, h.s3.Endpoint, 8<<20)
-	h.cfg.S3.Endpoint = proxy.Addr
-	h.start()
-	v1 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "1.0.0", models.FileV1)
-	h.publish(h.trust.Assignment(t, device, 1, v1))
-	h.waitState("v1 active", active("1.0.0"))
-
-	big := fleettest.PaddedModel(models.SeedV2, 24<<20)
-	v2 := fleettest.Sign(t, fleettest.VibrationManifest(model, "2.0.0",
-		fleettest.Upload(t, h.s3.Client, h.s3.Bucket, "models/big.onnx", big)), h.trust.Release)
-	proxy.Reset()
-	h.publish(h.trust.Assignment(t, device, 2, v2))
-	deadline := time.Now().Add(waitFor)
-	for proxy.Served() < 4<<20 {
-		if time.Now().After(deadline) {
-			t.Fatal("the download of v2 did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h, proxy, big, v2 := bigDownloadUnderWay(t, 4<<20)
 	// v3 (small) supersedes v2 mid-download.
 	v3 := h.trust.Publish(t, h.s3.Client, h.s3.Bucket, model, "3.0.0", models.FileV1)
 	h.publish(h.trust.Assignment(t, device, 3, v3))
