@@ -163,6 +163,7 @@ type model struct {
 	inputs       []TensorSpec
 	outputs      []TensorSpec
 	static       []bool // output i has a fixed shape: Run allocates it in Go and ORT writes there
+	pool         pool   // reusable tensors for runs with the static input shapes
 	provider     Provider
 	providerNote string
 	logger       *slog.Logger
@@ -400,39 +401,63 @@ func (s *model) run(ctx context.Context, inputs map[string]Tensor) (map[string]T
 		return nil, fmt.Errorf("%w: %s", ErrInvalidInput, strings.Join(problems, "; "))
 	}
 
-	ins := make([]ort.Value, len(s.inputs))
-	outs := make([]ort.Value, len(s.outputs))
-	defer destroyAll(outs)
-	defer destroyAll(ins)
-	for i, spec := range s.inputs {
-		v, err := inputs[spec.Name].toORT()
-		if err != nil {
-			// Validation makes this unreachable short of an ONNX Runtime
-			// allocation failure.
-			return nil, fmt.Errorf("%w: %s: input %q: %v", ErrRun, s.path, spec.Name, err)
+	var (
+		ins, outs []ort.Value
+		ro        *ort.RunOptions
+		set       = s.take(inputs)
+	)
+	if set != nil {
+		defer s.put(set)
+		ins, outs = set.ins, set.outs
+	} else {
+		ins = make([]ort.Value, len(s.inputs))
+		outs = make([]ort.Value, len(s.outputs))
+		defer destroyAll(outs)
+		defer destroyAll(ins)
+		for i, spec := range s.inputs {
+			v, err := inputs[spec.Name].toORT()
+			if err != nil {
+				// Validation makes this unreachable short of an ONNX
+				// Runtime allocation failure.
+				return nil, fmt.Errorf("%w: %s: input %q: %v", ErrRun, s.path, spec.Name, err)
+			}
+			ins[i] = v
 		}
-		ins[i] = v
-	}
-	for i, spec := range s.outputs {
-		if !s.static[i] {
-			continue // ONNX Runtime allocates it once the size is known
-		}
-		z, err := Zeros(spec.ElemType, spec.Shape)
-		if err == nil {
-			outs[i], err = z.toORT()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: output %q: %v", ErrRun, s.path, spec.Name, err)
+		for i, spec := range s.outputs {
+			if !s.static[i] {
+				continue // ONNX Runtime allocates it once the size is known
+			}
+			z, err := Zeros(spec.ElemType, spec.Shape)
+			if err == nil {
+				outs[i], err = z.toORT()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: output %q: %v", ErrRun, s.path, spec.Name, err)
+			}
 		}
 	}
 
-	var ro *ort.RunOptions
 	if ctx.Done() != nil {
-		var err error
-		if ro, err = ort.NewRunOptions(); err != nil {
-			return nil, fmt.Errorf("%w: %s: run options: %v", ErrRun, s.path, err)
+		if set != nil && set.ro != nil {
+			ro = set.ro
+		} else {
+			var err error
+			if ro, err = ort.NewRunOptions(); err != nil {
+				return nil, fmt.Errorf("%w: %s: run options: %v", ErrRun, s.path, err)
+			}
 		}
-		defer terminateOnCancel(ctx, ro)()
+		stop := terminateOnCancel(ctx, ro)
+		defer func() {
+			// Options that may have been told to terminate are not reused.
+			if terminated := stop(); set != nil && !terminated {
+				set.ro = ro
+			} else {
+				if set != nil {
+					set.ro = nil
+				}
+				_ = ro.Destroy()
+			}
+		}()
 	}
 	if err := s.sess.RunWithOptions(ins, outs, ro); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -447,30 +472,34 @@ func (s *model) run(ctx context.Context, inputs map[string]Tensor) (map[string]T
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: output %q: %v", ErrRun, s.path, s.outputs[i].Name, err)
 		}
+		if set != nil && s.static[i] {
+			t = t.clone() // the set's memory is reused by the next run
+		}
 		result[s.outputs[i].Name] = t
 	}
 	return result, nil
 }
 
 // terminateOnCancel sets ro's terminate flag when ctx is cancelled, and
-// returns the function that stops watching and destroys ro; the flag is
-// never set after that function has begun.
-func terminateOnCancel(ctx context.Context, ro *ort.RunOptions) (stop func()) {
-	var mu sync.Mutex // guards finished and the use of ro by the callback
-	finished := false
+// returns the function that stops watching and reports whether the flag
+// was set; the flag is never set after that function has begun.
+func terminateOnCancel(ctx context.Context, ro *ort.RunOptions) (stop func() (terminated bool)) {
+	var mu sync.Mutex // guards finished, terminated and the use of ro by the callback
+	finished, terminated := false, false
 	stopWatching := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if !finished {
 			_ = ro.Terminate() // fails only on destroyed options
+			terminated = true
 		}
 	})
-	return func() {
+	return func() bool {
 		stopWatching()
 		mu.Lock()
+		defer mu.Unlock()
 		finished = true
-		mu.Unlock()
-		_ = ro.Destroy()
+		return terminated
 	}
 }
 
@@ -540,6 +569,7 @@ func (s *model) close() error {
 			break
 		}
 	}
+	s.pool.drain()
 	err := s.sess.Destroy()
 	if trimOnClose.Load() {
 		releaseFreedMemory()

@@ -677,3 +677,34 @@ func TestOpenWithoutLibrary(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestRunResultsAreNotReused: runs reuse their ONNX Runtime tensors, so a
+// result must be a copy that later runs, with or without a cancellable
+// context, do not overwrite.
+func TestRunResultsAreNotReused(t *testing.T) {
+	s := mustOpen(t, models.FileV1)
+	w := mlp.NewWeights(models.SeedV1)
+	rng := rand.New(rand.NewPCG(11, 12))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type kept struct {
+		windows []float32
+		out     map[string]runtime.Tensor
+	}
+	var all []kept
+	for i := range 50 {
+		windows := randomWindows(rng, 1)
+		c := context.Background()
+		if i%2 == 1 {
+			c = ctx
+		}
+		out, err := s.Run(c, windowInput(windows, 1))
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		all = append(all, kept{windows, out})
+	}
+	for _, k := range all {
+		checkScores(t, k.out, w, k.windows, 1)
+	}
+}
