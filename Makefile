@@ -47,6 +47,10 @@ lint: ## go vet and staticcheck
 	$(DEPS)/bin/staticcheck ./...
 	@scripts/check-imports.sh
 
+.PHONY: docs
+docs: ## Regenerate the CLI reference in docs/cli/ from the cobra commands
+	$(GO) test -count=1 -run TestCLIReference ./cmd/fleethub ./cmd/fleetagent -args -update-docs
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME each (make fuzz FUZZ_TIME=5m)
 	@scripts/fuzz.sh $(FUZZ_TIME)

@@ -70,6 +70,8 @@ func newDoctorCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this device can run the agent and show its hardware",
+		Example: `  fleetagent doctor
+  fleetagent doctor --config /etc/modelfleet/agent.yaml -o json`,
 		Long: `Show the device inventory (CPU, memory, NVIDIA GPUs, the artifact variants
 it can run) and check the setup: that ONNX Runtime loads, and the state of
 the NVIDIA driver. With a configuration file (--config, MODELFLEET_CONFIG or

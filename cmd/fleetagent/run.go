@@ -65,6 +65,13 @@ func newRunCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: receive assignments, install and serve models",
+		Example: `  # as the systemd unit does
+  fleetagent run --config /etc/modelfleet/agent.yaml
+
+  # against a hub started with fleethub dev (it prints this line for you)
+  fleetagent run --device-id press-01 --labels site=plant-a \
+    --mqtt-brokers tcp://127.0.0.1:1883 --s3-endpoint http://127.0.0.1:9000 \
+    --trust-root fleethub-dev/keys/root.json --data-dir /tmp/press-01`,
 		Long: `Run the agent daemon. It connects to the MQTT broker, receives this device's
 signed assignment, downloads and verifies the model artifacts from S3 and
 serves them with ONNX Runtime. It keeps serving the last active models
@@ -94,9 +101,10 @@ func newConfigCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Check and show the agent configuration"}
 
 	validate := &cobra.Command{
-		Use:   "validate",
-		Short: "Report every problem in the configuration, naming the field",
-		Args:  cobra.NoArgs,
+		Use:     "validate",
+		Short:   "Report every problem in the configuration, naming the field",
+		Example: `  fleetagent config validate --config /etc/modelfleet/agent.yaml`,
+		Args:    cobra.NoArgs,
 	}
 	vcf := addConfigFlags(validate)
 	validate.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -114,7 +122,9 @@ func newConfigCommand() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "Print the effective configuration (secrets masked)",
-		Args:  cobra.NoArgs,
+		Example: `  fleetagent config show --config /etc/modelfleet/agent.yaml
+  MODELFLEET_LOG_LEVEL=debug fleetagent config show -o json`,
+		Args: cobra.NoArgs,
 	}
 	scf := addConfigFlags(show)
 	out := cli.AddOutputFlag(show)

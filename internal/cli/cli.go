@@ -45,9 +45,10 @@ func WriteJSON(w io.Writer, v any) error {
 // VersionCommand returns the `version` command for the binary called name.
 func VersionCommand(name string) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "version",
-		Short: "Print the version of " + name,
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the version of " + name,
+		Example: "  " + name + " version -o json",
+		Args:    cobra.NoArgs,
 	}
 	out := AddOutputFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
