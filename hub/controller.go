@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelfleet/modelfleet/hub/rollout"
 	"github.com/modelfleet/modelfleet/hub/store"
+	"github.com/modelfleet/modelfleet/internal/report"
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
@@ -216,6 +217,18 @@ func claims(s store.RolloutStatus) bool {
 	return s != store.StatusFailed && s != store.StatusRolledBack
 }
 
+// claimKey is what a rollout claims devices for: its model in its mode. A
+// shadow rollout runs its version beside the serving one and decides only
+// the model's shadow entry, so it hides devices from older shadow rollouts
+// of the model, never from active ones, and the reverse.
+func claimKey(r store.Rollout) string {
+	mode := r.Mode
+	if mode == "" {
+		mode = manifest.ModeActive
+	}
+	return r.Model + "@" + mode
+}
+
 // claimStatuses are the statuses claims accepts.
 var claimStatuses = []store.RolloutStatus{store.StatusPending, store.StatusRunning, store.StatusPaused, store.StatusSucceeded, store.StatusAborted}
 
@@ -224,8 +237,8 @@ func newestFirst(rs []store.Rollout) {
 	slices.SortFunc(rs, func(a, b store.Rollout) int { return int(b.ID - a.ID) })
 }
 
-// newerClaims returns the selectors of the rollouts of r's model newer
-// than r that claim their devices.
+// newerClaims returns the selectors of the rollouts of r's model and mode
+// newer than r that claim their devices.
 func (h *Hub) newerClaims(ctx context.Context, st Store, r store.Rollout) ([]store.Selector, error) {
 	rs, err := st.ListRollouts(ctx, claimStatuses...)
 	if err != nil {
@@ -233,7 +246,7 @@ func (h *Hub) newerClaims(ctx context.Context, st Store, r store.Rollout) ([]sto
 	}
 	var out []store.Selector
 	for _, o := range rs {
-		if o.Model == r.Model && o.ID > r.ID {
+		if claimKey(o) == claimKey(r) && o.ID > r.ID {
 			out = append(out, o.Selector)
 		}
 	}
@@ -275,7 +288,8 @@ func (h *Hub) tick(ctx context.Context) {
 
 // stepAll steps, newest first, every unfinished rollout and every
 // succeeded one (which assigns late joiners), each over the devices its
-// selector matches minus those a newer rollout of the model claims.
+// selector matches minus those a newer rollout of the model (in the same
+// mode) claims.
 // Callers hold h.ctl.
 func (h *Hub) stepAll(ctx context.Context, st Store) {
 	rs, err := st.ListRollouts(ctx, claimStatuses...)
@@ -288,12 +302,13 @@ func (h *Hub) stepAll(ctx context.Context, st Store) {
 	newestFirst(rs)
 	claimed := map[string][]store.Selector{}
 	for _, r := range rs {
+		k := claimKey(r)
 		if r.Status != store.StatusAborted {
-			if _, err := h.stepRollout(ctx, st, r, "", claimed[r.Model]); err != nil && ctx.Err() == nil {
+			if _, err := h.stepRollout(ctx, st, r, "", claimed[k]); err != nil && ctx.Err() == nil {
 				h.log.Error("rollout step", "rollout", r.ID, "model", r.Model, "version", r.Version, "err", err)
 			}
 		}
-		claimed[r.Model] = append(claimed[r.Model], r.Selector)
+		claimed[k] = append(claimed[k], r.Selector)
 	}
 }
 
@@ -318,7 +333,13 @@ func (h *Hub) input(ctx context.Context, st Store, r store.Rollout, spec rollout
 		in.Devices[d.ID] = deviceReport(d, spec)
 	}
 	if state.Status == rollout.StatusRunning && state.Stage == rollout.StageSoaking && needsTelemetry(spec) {
-		in.Metrics, err = h.metrics(ctx, st, spec, state, now)
+		var members []string
+		for _, id := range state.WaveDevices() {
+			if _, ok := in.Devices[id]; ok {
+				members = append(members, id)
+			}
+		}
+		in.Metrics, err = h.metrics(ctx, st, spec, state, members, now)
 		if err != nil {
 			return in, nil, err
 		}
@@ -380,32 +401,155 @@ func needsTelemetry(spec rollout.Spec) bool {
 	return false
 }
 
-// metrics measures the current wave's devices on the rollout's version
-// since the soak started (or over the gate window).
-func (h *Hub) metrics(ctx context.Context, st Store, spec rollout.Spec, state rollout.State, now time.Time) (rollout.Metrics, error) {
+// metrics measures the wave's devices still matching the selector
+// (members) on the rollout's version over the soak: the telemetry stored
+// since the soak started (or over the last gate window), less what the
+// state's baseline says had been counted in the soak's first minute before
+// it started. In shadow mode the version serves no request: requests counts
+// its shadow comparisons, the latency quantiles are those of its shadow
+// runs, and error_rate is not measured (Spec.Validate refuses it).
+func (h *Hub) metrics(ctx context.Context, st Store, spec rollout.Spec, state rollout.State, members []string, now time.Time) (rollout.Metrics, error) {
 	since := state.SoakStarted
 	if w := h.cfg.gateWindow(); w > 0 && now.Add(-w).After(since) {
 		since = now.Add(-w)
 	}
-	devices := state.WaveDevices()
-	if devices == nil {
-		devices = []string{}
+	if members == nil {
+		members = []string{} // nil would select every device
 	}
-	sum, err := st.QueryTelemetry(ctx, store.TelemetryQuery{Model: spec.Model, Version: spec.Version, Devices: devices, Since: since})
+	rollups, err := st.ListTelemetry(ctx, store.TelemetryQuery{Model: spec.Model, Version: spec.Version, Devices: members, Since: since})
 	if err != nil {
 		return nil, err
 	}
-	m := rollout.Metrics{rollout.MetricRequests: float64(sum.Requests)}
+	var base metricsBaseline
+	if len(state.MetricsBaseline) > 0 {
+		if err := json.Unmarshal(state.MetricsBaseline, &base); err != nil {
+			return nil, fmt.Errorf("stored metrics baseline: %w", err)
+		}
+	}
+	if base.SoakStarted.Equal(state.SoakStarted) && store.Minute(since).Equal(base.Minute) {
+		rollups = base.subtractFrom(rollups)
+	}
+	sum := store.Summarize(rollups)
+	m := rollout.Metrics{}
 	set := func(k rollout.Metric, v float64) {
 		if !math.IsNaN(v) {
 			m[k] = v
 		}
 	}
+	if spec.Mode == manifest.ModeShadow {
+		m[rollout.MetricRequests] = float64(sum.Shadow.Compared)
+		set(rollout.MetricP95LatencyMS, sum.Shadow.Latency.Quantile(0.95))
+		set(rollout.MetricP99LatencyMS, sum.Shadow.Latency.Quantile(0.99))
+		set(rollout.MetricShadowAgreement, sum.ShadowAgreement())
+		return m, nil
+	}
+	m[rollout.MetricRequests] = float64(sum.Requests)
 	set(rollout.MetricErrorRate, sum.ErrorRate())
 	set(rollout.MetricP95LatencyMS, sum.P95LatencyMs())
 	set(rollout.MetricP99LatencyMS, sum.LatencyQuantile(0.99))
-	set(rollout.MetricShadowAgreement, sum.ShadowAgreement())
 	return m, nil
+}
+
+// metricsBaseline is the hub's rollout.State.MetricsBaseline: the rollups
+// of the wave's devices for the minute the soak started in, as they stood
+// when it started. Telemetry is stored per device and minute, so without it
+// a soak would count the requests served earlier in its first minute (the
+// ones that tripped a gate before a resume, say). The precision left is one
+// telemetry interval: a report whose window straddles the soak's start
+// counts after it when it arrives after it.
+type metricsBaseline struct {
+	SoakStarted time.Time               `json:"soak_started"`
+	Minute      time.Time               `json:"minute"`
+	Rollups     []store.TelemetryRollup `json:"rollups,omitempty"`
+}
+
+// baseline records the telemetry of the wave's devices counted so far in
+// the minute the soak started in.
+func (h *Hub) baseline(ctx context.Context, st Store, spec rollout.Spec, state rollout.State) (json.RawMessage, error) {
+	minute := store.Minute(state.SoakStarted)
+	devices := state.WaveDevices()
+	if devices == nil {
+		devices = []string{}
+	}
+	rollups, err := st.ListTelemetry(ctx, store.TelemetryQuery{
+		Model: spec.Model, Version: spec.Version, Devices: devices, Since: minute, Until: minute.Add(time.Minute),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(metricsBaseline{SoakStarted: state.SoakStarted, Minute: minute, Rollups: rollups})
+}
+
+// subtractFrom returns rollups with the baseline's counts of the same
+// device, version and minute taken off.
+func (b metricsBaseline) subtractFrom(rollups []store.TelemetryRollup) []store.TelemetryRollup {
+	type key struct {
+		device, version string
+	}
+	base := map[key]store.TelemetryRollup{}
+	for _, r := range b.Rollups {
+		if r.Minute.Equal(b.Minute) {
+			base[key{r.Device, r.Version}] = r
+		}
+	}
+	out := make([]store.TelemetryRollup, 0, len(rollups))
+	for _, r := range rollups {
+		if old, ok := base[key{r.Device, r.Version}]; ok && r.Minute.Equal(b.Minute) {
+			r = subtractRollup(r, old)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// subtractRollup returns the counts r gained since it was old. Rollups only
+// grow, so this is exact; the saturating arithmetic only guards against a
+// store that lost data.
+func subtractRollup(r, old store.TelemetryRollup) store.TelemetryRollup {
+	sub := func(a, b uint64) uint64 {
+		if b > a {
+			return 0
+		}
+		return a - b
+	}
+	r.Reports = sub(r.Reports, old.Reports)
+	r.Requests = sub(r.Requests, old.Requests)
+	if len(r.Errors) > 0 {
+		errs := make(map[string]uint64, len(r.Errors))
+		for k, n := range r.Errors {
+			if n = sub(n, old.Errors[k]); n > 0 {
+				errs[k] = n
+			}
+		}
+		r.Errors = errs
+	}
+	r.ColdStarts = sub(r.ColdStarts, old.ColdStarts)
+	r.QueueRejections = sub(r.QueueRejections, old.QueueRejections)
+	r.Latency = subtractHistogram(r.Latency, old.Latency)
+	r.Shadow.Compared = sub(r.Shadow.Compared, old.Shadow.Compared)
+	r.Shadow.Agreed = min(sub(r.Shadow.Agreed, old.Shadow.Agreed), r.Shadow.Compared)
+	r.Shadow.Latency = subtractHistogram(r.Shadow.Latency, old.Shadow.Latency)
+	return r
+}
+
+// subtractHistogram returns h less old bucket by bucket, or h unchanged
+// when their bounds differ (nothing to subtract then).
+func subtractHistogram(h, old report.Histogram) report.Histogram {
+	if old.Count == 0 || !slices.Equal(h.Bounds, old.Bounds) || len(h.Counts) != len(old.Counts) {
+		return h
+	}
+	out := h.Clone()
+	out.Count = 0
+	for i := range out.Counts {
+		if old.Counts[i] >= out.Counts[i] {
+			out.Counts[i] = 0
+		} else {
+			out.Counts[i] -= old.Counts[i]
+		}
+		out.Count += out.Counts[i]
+	}
+	out.Sum = max(h.Sum-old.Sum, 0)
+	return out
 }
 
 // stepRollout runs one machine step for r, applies its actions and stores
@@ -430,6 +574,11 @@ func (h *Hub) stepRollout(ctx context.Context, st Store, r store.Rollout, cmd ro
 	next, actions := m.Step(state, in)
 	if err := h.apply(ctx, st, r, withoutClaimed(actions, claimed)); err != nil {
 		return r, err
+	}
+	if next.Status == rollout.StatusRunning && next.Stage == rollout.StageSoaking && next.MetricsBaseline == nil && needsTelemetry(spec) {
+		if next.MetricsBaseline, err = h.baseline(ctx, st, spec, next); err != nil {
+			return r, fmt.Errorf("metrics baseline: %w", err)
+		}
 	}
 	raw, err := json.Marshal(next)
 	if err != nil {
@@ -573,16 +722,17 @@ func (h *Hub) reconcileAll(ctx context.Context) {
 	claimed := map[string][]store.Selector{}
 	seen := map[string]bool{}
 	for _, r := range rs {
-		newest := !seen[r.Model]
-		seen[r.Model] = true
+		k := claimKey(r)
+		newest := !seen[k]
+		seen[k] = true
 		if r.Status == store.StatusRolledBack && !newest {
 			continue // an older rollout decides these devices now
 		}
-		if err := h.reconcile(ctx, st, r, claimed[r.Model]); err != nil {
+		if err := h.reconcile(ctx, st, r, claimed[k]); err != nil {
 			h.log.Error("reconcile", "rollout", r.ID, "model", r.Model, "version", r.Version, "err", err)
 		}
 		if claims(r.Status) {
-			claimed[r.Model] = append(claimed[r.Model], r.Selector)
+			claimed[k] = append(claimed[k], r.Selector)
 		}
 	}
 }

@@ -61,6 +61,7 @@ type Store interface {
 	ListRollouts(ctx context.Context, statuses ...store.RolloutStatus) ([]store.Rollout, error)
 
 	AddTelemetry(ctx context.Context, device string, t report.Telemetry) error
+	ListTelemetry(ctx context.Context, q store.TelemetryQuery) ([]store.TelemetryRollup, error)
 	QueryTelemetry(ctx context.Context, q store.TelemetryQuery) (store.TelemetrySummary, error)
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 

@@ -24,7 +24,14 @@ const (
 	FileV2     = "vibration-anomaly-v2.onnx"
 	FileBatch  = "vibration-anomaly-batch.onnx"
 	FileBroken = "broken.onnx"
+	// FileV2Samples is v2 with its input renamed SamplesInputName: a release
+	// that changed its input contract, so clients that still send
+	// mlp.InputName get invalid-input errors.
+	FileV2Samples = "vibration-anomaly-v2-samples.onnx"
 )
+
+// SamplesInputName is the input name of FileV2Samples.
+const SamplesInputName = "samples"
 
 // Weight seeds of the example models (see mlp.NewWeights). The batch model
 // shares version 1's weights.
@@ -60,6 +67,7 @@ func Files() []File {
 			Doc:          "vibration-anomaly v1 with a dynamic batch dimension: input window [batch,64], output score [batch,1].",
 		})},
 		{FileBroken, broken()},
+		{FileV2Samples, renamedInput(SeedV2, SamplesInputName)},
 	}
 }
 
@@ -77,6 +85,25 @@ func broken() *onnxpb.Model {
 	w1 := &m.Graph.Initializers[0]
 	w1.Dims = []int64{32, mlp.HiddenSize}
 	w1.FloatData = w1.FloatData[:32*mlp.HiddenSize]
+	return m
+}
+
+// renamedInput returns the network with the weights of seed whose input is
+// called name instead of mlp.InputName.
+func renamedInput(seed uint64, name string) *onnxpb.Model {
+	m := mlp.Model(mlp.ModelSpec{
+		Weights:      mlp.NewWeights(seed),
+		ModelVersion: 2,
+		Doc:          "vibration-anomaly v2 with its input renamed " + name + ": input " + name + " [1,64], output score [1,1]; requests that send window fail.",
+	})
+	m.Graph.Inputs[0].Name = name
+	for i := range m.Graph.Nodes {
+		for j, in := range m.Graph.Nodes[i].Inputs {
+			if in == mlp.InputName {
+				m.Graph.Nodes[i].Inputs[j] = name
+			}
+		}
+	}
 	return m
 }
 

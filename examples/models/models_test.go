@@ -234,3 +234,39 @@ func TestRuntimeRejectsBroken(t *testing.T) {
 		t.Fatalf("ONNX Runtime loaded %s into an AdvancedSession", models.FileBroken)
 	}
 }
+
+// TestRuntimeSamplesInput checks that the renamed-input release computes
+// v2's scores under its new input name, the only input it declares (so
+// requests naming the old one fail validation).
+func TestRuntimeSamplesInput(t *testing.T) {
+	runtimetest.Init(t)
+	input, err := ort.NewTensor(ort.NewShape(1, mlp.InputSize), make([]float32, mlp.InputSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer input.Destroy()
+	output, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer output.Destroy()
+	info, _, err := ort.GetInputOutputInfo(models.FileV2Samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info) != 1 || info[0].Name != models.SamplesInputName {
+		t.Fatalf("%s inputs = %v, want one named %q", models.FileV2Samples, info, models.SamplesInputName)
+	}
+	s, err := ort.NewAdvancedSession(models.FileV2Samples, []string{models.SamplesInputName}, []string{mlp.OutputName},
+		[]ort.Value{input}, []ort.Value{output}, newSessionOptions(t))
+	if err != nil {
+		t.Fatalf("ONNX Runtime refused %s: %v", models.FileV2Samples, err)
+	}
+	defer s.Destroy()
+	x := randomWindows(rand.New(rand.NewPCG(42, 0)), 1)
+	copy(input.GetData(), x)
+	if err := s.Run(); err != nil {
+		t.Fatal(err)
+	}
+	assertScores(t, output.GetData(), mlp.Reference(mlp.NewWeights(models.SeedV2), x, 1))
+}

@@ -38,16 +38,57 @@
 // A wave is installing until each of its devices reports the version active,
 // reports it failed (or rolled back), or exceeds Spec.InstallTimeout from
 // its assignment (timed out); failed and timed-out devices are counted in
-// install_failures. Then it soaks for Spec.Soak, from [State.SoakStarted],
-// over which the driver measures [Metrics] for [State.WaveDevices]. At the
-// end of the soak every gate must pass; a gate whose metric has no data
-// then fails. install_failures is always known (the Machine counts it), and
-// its gates are checked as soon as the wave has installed and during the
-// soak, so a bad version trips without waiting for the soak to end.
+// install_failures. Then it soaks for Spec.Soak, from [State.SoakStarted].
+// At the end of the soak every gate must pass. install_failures is always
+// known (the Machine counts it), and its gates are checked as soon as the
+// wave has installed and during the soak, so a bad version trips without
+// waiting for the soak to end.
 //
-// A failed gate pauses the rollout (Reason names each failed gate and its
-// measured value) or, with on_failure=rollback, emits one RollBack for every
-// device assigned so far and ends rolled-back.
+// # Gates and telemetry
+//
+// The driver measures [Metrics] from the live telemetry agents report
+// about the rollout's version, of the wave's devices only
+// ([State.WaveDevices] that still match the selector: not the devices of
+// earlier waves, not other devices), and only since the soak started: a
+// resumed wave starts a fresh window, and data from before it (the
+// requests that tripped the gate, say) never counts. The hub's store keeps
+// telemetry per device and minute, so the hub driver records in
+// [State.MetricsBaseline] what the soak's first minute held when the soak
+// started and subtracts it; what remains imprecise is one telemetry
+// interval (a report whose window straddles the start counts after it).
+// An agent attributes the requests of the telemetry window in which it
+// swapped versions to the new one.
+//
+// A gate whose metric has no data at the end of the soak (no request
+// reached the wave's devices, no shadow comparison was made) fails with
+// "no data". It pauses the rollout, even with on_failure=rollback: too
+// little traffic is no evidence against the version, so nothing is
+// undone; an operator resumes once traffic flows (a fresh soak), or rolls
+// back or aborts. The same holds for a failed requests>=N gate, which sets
+// a minimum sample. Any other failed gate is evidence against the version:
+// it pauses the rollout (Reason names each failed gate and its measured
+// value) or, with on_failure=rollback, emits one RollBack for every device
+// assigned so far and ends rolled-back. A soak of 0 with a gate on
+// telemetry is refused by [Spec.Validate]: it would judge before a single
+// request.
+//
+// # Shadow mode
+//
+// With Mode shadow the rollout's version is assigned as the model's
+// shadow candidate beside the serving version, which it never touches:
+// agents run a sample of live requests on it too, compare the outputs, and
+// report the comparisons in their telemetry. Its metrics are its own:
+// shadow_agreement (the share of comparisons that agreed), requests (the
+// number of comparisons) and p95/p99_latency_ms (of its shadow runs);
+// error_rate does not apply (its answers are never served, and a shadow run
+// that fails counts as a disagreement), so Validate refuses it. A failed
+// gate with on_failure=rollback removes the shadows. A shadow rollout that
+// passes its last wave succeeds and removes its shadows too: its verdict
+// is in its gates and history, and it assigns nothing to late joiners.
+// Promoting the version is a separate, active rollout, with its own waves
+// and gates on served traffic. Rollouts claim devices per model and mode,
+// so a shadow rollout does not hide devices from active rollouts of the
+// model, nor the reverse.
 //
 // # Operator commands
 //
@@ -69,8 +110,8 @@
 // would have been in; it then counts as a device of the current wave (its
 // install is awaited unless the wave is already soaking, and its failures
 // count in install_failures while that wave is current). While paused or
-// aborted, no device is assigned. Once succeeded, every device that starts
-// matching gets the version at once. The driver stops stepping a succeeded
+// aborted, no device is assigned. Once an active rollout succeeded, every
+// device that starts matching gets the version at once. The driver stops stepping a succeeded
 // rollout when a newer rollout of the same model replaces it.
 //
 // A device that stops matching keeps its assignment (it is still rolled back

@@ -15,9 +15,11 @@ const (
 	// MetricErrorRate is failed requests / requests on the rollout's version,
 	// a fraction between 0 and 1.
 	MetricErrorRate Metric = "error_rate"
-	// MetricP95LatencyMS is the 95th percentile inference latency in milliseconds.
+	// MetricP95LatencyMS is the 95th percentile inference latency in
+	// milliseconds (in shadow mode, of the candidate's shadow runs).
 	MetricP95LatencyMS Metric = "p95_latency_ms"
-	// MetricP99LatencyMS is the 99th percentile inference latency in milliseconds.
+	// MetricP99LatencyMS is the 99th percentile inference latency in
+	// milliseconds (in shadow mode, of the candidate's shadow runs).
 	MetricP99LatencyMS Metric = "p99_latency_ms"
 	// MetricInstallFailures is the number of devices of the wave whose install
 	// failed or timed out. The Machine counts it itself from the install phases.
@@ -26,7 +28,9 @@ const (
 	// with the active model's, between 0 and 1 (shadow mode only).
 	MetricShadowAgreement Metric = "shadow_agreement"
 	// MetricRequests is the number of requests served by the rollout's version
-	// in the wave; a gate on it sets a minimum sample, e.g. requests>=1000.
+	// in the wave (in shadow mode, the number of shadow comparisons); a gate
+	// on it sets a minimum sample, e.g. requests>=1000. Failing it pauses
+	// the rollout even with on_failure=rollback (see the package comment).
 	MetricRequests Metric = "requests"
 )
 
@@ -322,7 +326,8 @@ type GateResult struct {
 	// Passed is true when the value is present and satisfies the gate.
 	Passed bool `json:"passed"`
 	// Missing is true when the metric has no data yet. A missing metric
-	// never passes; the Machine counts it as failed once the soak ends.
+	// never passes; the Machine counts it as failed once the soak ends, and
+	// pauses the rollout (see the package comment).
 	Missing bool `json:"missing,omitempty"`
 }
 

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -20,8 +21,9 @@ const (
 	// StatusPaused: stopped by an operator or a failed gate; no device is
 	// assigned until an operator resumes.
 	StatusPaused Status = "paused"
-	// StatusSucceeded: every wave passed. The rollout keeps assigning its
-	// version to devices that start matching the selector later.
+	// StatusSucceeded: every wave passed. An active rollout keeps assigning
+	// its version to devices that start matching the selector later; a
+	// shadow rollout has removed its shadows and assigns nothing more.
 	StatusSucceeded Status = "succeeded"
 	// StatusFailed: the rollout could not start (invalid spec, no device
 	// matches the selector); nothing was assigned.
@@ -164,6 +166,14 @@ type State struct {
 	// History lists what happened, oldest first (at most maxHistory entries;
 	// the oldest are dropped beyond).
 	History []Entry `json:"history,omitempty"`
+	// MetricsBaseline is the driver's own record, opaque to the Machine, of
+	// the telemetry already counted for the wave's devices when the soak
+	// started, so that the Metrics it measures cover the soak only even
+	// where its telemetry store is coarser than the soak (per-minute
+	// rollups). The Machine keeps it as is and drops it whenever a soak
+	// starts (again) or the rollout ends; the driver records a new one when
+	// it finds a soaking state without one.
+	MetricsBaseline json.RawMessage `json:"metrics_baseline,omitempty"`
 }
 
 // maxHistory bounds State.History, which a succeeded rollout keeps growing
@@ -224,6 +234,7 @@ func (st State) clone() State {
 	st.Devices = maps.Clone(st.Devices)
 	st.Gates = slices.Clone(st.Gates)
 	st.History = slices.Clone(st.History)
+	st.MetricsBaseline = slices.Clone(st.MetricsBaseline)
 	return st
 }
 
@@ -235,7 +246,8 @@ type Input struct {
 	// they report about the rollout's model.
 	Devices map[string]DeviceReport
 	// Metrics are measured over the current wave's devices (State.WaveDevices)
-	// on the rollout's version since State.SoakStarted. The Machine counts
+	// that still match the selector, on the rollout's version, since
+	// State.SoakStarted (see "Gates and telemetry" in the package comment). The Machine counts
 	// install_failures itself; a value given here counts if it is larger.
 	Metrics Metrics
 	// Command is an operator command to apply in this step, or empty.
@@ -349,10 +361,15 @@ func (m Machine) Step(st State, in Input) (State, []Action) {
 	case StatusRunning:
 		s.progress()
 	case StatusSucceeded:
-		s.lateJoiners()
+		if s.spec.Mode != ModeShadow {
+			s.lateJoiners()
+		}
 	}
 	if len(s.st.Devices) == 0 {
 		s.st.Devices = nil
+	}
+	if s.st.Status.Terminal() || s.st.Stage != StageSoaking {
+		s.st.MetricsBaseline = nil
 	}
 	return s.st, s.actions
 }
@@ -365,6 +382,13 @@ func (m Machine) Step(st State, in Input) (State, []Action) {
 // covers a crash between publishing and storing the state.
 func (m Machine) Reconcile(st State) []Action {
 	spec := m.Spec.WithDefaults()
+	if st.Status == StatusSucceeded && spec.Mode == ModeShadow {
+		// A shadow rollout that succeeded removed its shadows.
+		if len(st.Devices) == 0 {
+			return nil
+		}
+		return []Action{rollBackAction(spec, st.Devices)}
+	}
 	switch st.Status {
 	case StatusRunning, StatusPaused, StatusSucceeded, StatusAborted:
 		byWave := map[int][]string{}
@@ -428,6 +452,9 @@ func (s *stepper) observe() {
 	default:
 		return
 	}
+	if s.st.Status == StatusSucceeded && s.spec.Mode == ModeShadow {
+		return // its shadows are removed: the results are final
+	}
 	for id, d := range s.st.Devices {
 		rep, ok := s.in.Devices[id]
 		if !ok || !d.AssignedAt.Before(s.now()) {
@@ -482,7 +509,7 @@ func (s *stepper) command() {
 // the soak (and the driver's metrics window) starts again once all settled.
 func (s *stepper) resume() {
 	s.st.Status, s.st.Reason = StatusRunning, ""
-	s.st.Stage, s.st.SoakStarted, s.st.Gates = StageInstalling, time.Time{}, nil
+	s.st.Stage, s.st.SoakStarted, s.st.Gates, s.st.MetricsBaseline = StageInstalling, time.Time{}, nil, nil
 	var retry []string
 	for _, id := range s.members() {
 		d := s.st.Devices[id]
@@ -551,7 +578,7 @@ func (s *stepper) progress() {
 				s.st.Gates = s.evaluate(members)
 				return
 			}
-			s.st.Stage, s.st.SoakStarted = StageSoaking, s.now()
+			s.st.Stage, s.st.SoakStarted, s.st.MetricsBaseline = StageSoaking, s.now(), nil
 			ok, failed, timedOut := s.tally(members)
 			s.record("%s installed: %d active, %d failed, %d timed out; soaking %s", s.waveLabel(s.st.Wave), ok, failed, timedOut, s.spec.Soak)
 		}
@@ -696,12 +723,28 @@ func (s *stepper) gatesFailed(bad []GateResult) {
 		}
 	}
 	reason := fmt.Sprintf("%s failed its gates: %s", s.waveLabel(s.st.Wave), strings.Join(parts, "; "))
-	if s.spec.OnFailure == OnFailureRollback {
+	if s.spec.OnFailure == OnFailureRollback && !onlyEvidence(bad) {
 		s.rollback(reason)
 		return
 	}
 	s.st.Status, s.st.Reason = StatusPaused, reason
+	if s.spec.OnFailure == OnFailureRollback {
+		s.record("%s; paused rather than rolled back, since too little traffic is no evidence against %s: resume once the wave's devices serve requests, or roll back or abort", reason, s.spec.Version)
+		return
+	}
 	s.record("%s; paused until an operator resumes, rolls back or aborts", reason)
+}
+
+// onlyEvidence reports whether every failed gate says the wave saw too
+// little traffic to judge (a metric without data, or a minimum on
+// requests) rather than that the version did badly.
+func onlyEvidence(bad []GateResult) bool {
+	for _, r := range bad {
+		if !r.Missing && r.Gate.Metric != MetricRequests {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *stepper) rollback(reason string) {
@@ -717,6 +760,14 @@ func (s *stepper) nextWave() {
 	if s.st.Wave == len(s.spec.Waves)-1 {
 		s.st.Status, s.st.Finished, s.st.Stage = StatusSucceeded, s.now(), ""
 		s.st.SoakStarted = time.Time{}
+		if s.spec.Mode == ModeShadow {
+			// The candidate has proven itself beside the serving version on
+			// every wave: the comparison is over, and the shadows stop.
+			s.record("succeeded: %s agreed with the serving version on %d device(s) in shadow; shadows removed, serving versions untouched; start an active rollout of %s to serve it",
+				s.spec.Version, len(s.st.Devices), s.spec.Version)
+			s.actions = append(s.actions, rollBackAction(s.spec, s.st.Devices))
+			return
+		}
 		s.record("succeeded: %d device(s) assigned %s", len(s.st.Devices), s.spec.Version)
 		return
 	}

@@ -16,7 +16,8 @@ const (
 	ModeActive = manifest.ModeActive
 	// ModeShadow runs the rollout's version beside the serving one and
 	// compares outputs (gate on shadow_agreement); the serving version is
-	// not touched.
+	// not touched. A shadow rollout that succeeds removes its shadows; see
+	// the package comment.
 	ModeShadow = manifest.ModeShadow
 )
 
@@ -140,6 +141,16 @@ func (s Spec) Validate() error {
 			add("gates[%d]: %s", i, strings.TrimPrefix(err.Error(), ErrInvalidSpec.Error()+": "))
 		} else if g.Metric == MetricShadowAgreement && s.Mode != ModeShadow {
 			add("gates[%d]: %s needs mode %s: an active rollout has no shadow traffic to compare", i, g, ModeShadow)
+		} else if g.Metric == MetricErrorRate && s.Mode == ModeShadow {
+			add("gates[%d]: %s needs mode %s: a shadow's answers are never served, and a shadow run that fails counts as a disagreement; gate on %s instead", i, g, ModeActive, MetricShadowAgreement)
+		}
+	}
+	if s.Soak == 0 {
+		for _, g := range s.Gates {
+			if g.Metric != MetricInstallFailures {
+				add("soak: 0 with gate %s: it would be evaluated before a single request was measured; give a soak of several telemetry intervals, e.g. %s", g, DefaultSoak)
+				break
+			}
 		}
 	}
 	switch s.Mode {

@@ -85,7 +85,14 @@ func TestSpecValidate(t *testing.T) {
 	}{
 		{name: "valid", edit: func(*Spec) {}},
 		{name: "empty selector and no gates", edit: func(s *Spec) { s.Selector, s.Gates = nil, nil }},
-		{name: "zero soak", edit: func(s *Spec) { s.Soak = 0 }},
+		{name: "zero soak with install gate only", edit: func(s *Spec) { s.Soak, s.Gates = 0, []Gate{{MetricInstallFailures, OpLessEqual, 0}} }},
+		{name: "zero soak with a telemetry gate", edit: func(s *Spec) { s.Soak = 0 },
+			wantErr: []string{"soak: 0 with gate error_rate<0.01: it would be evaluated before a single request was measured"}},
+		{name: "shadow with latency and sample gates", edit: func(s *Spec) {
+			s.Mode, s.Gates = ModeShadow, []Gate{{MetricP95LatencyMS, OpLess, 50}, {MetricRequests, OpGreaterEqual, 100}}
+		}},
+		{name: "error rate gate in shadow mode", edit: func(s *Spec) { s.Mode = ModeShadow },
+			wantErr: []string{"gates[0]: error_rate<0.01 needs mode active: a shadow's answers are never served"}},
 		{name: "shadow with agreement gate", edit: func(s *Spec) {
 			s.Mode, s.Gates = ModeShadow, []Gate{{MetricShadowAgreement, OpGreaterEqual, 0.99}}
 		}},
