@@ -16,9 +16,12 @@
 // envelope (store.Release.Manifest) to the machine holding the release
 // keys, signs it there with Sign (or manifest.SignModelManifest, which also
 // adds further signatures for a release threshold above one), and hands
-// the signed envelope back to the hub, which stores it with
-// store.Store.SignRelease. The signed bytes cover exactly what Push
-// registered: signing never changes the manifest.
+// the signed envelope back to the hub, which checks it with Attach (a
+// threshold of the trust root's release keys, and exactly the registered
+// manifest) before storing it with store.Store.SignRelease. The signed
+// bytes cover exactly what Push registered: signing never changes the
+// manifest. The CLI steps are fleethub model manifest, fleethub manifest
+// sign and fleethub model attach-signature (docs/trust.md).
 //
 // Push is safe for concurrent use with different releases; two concurrent
 // pushes of the same name and version are refused by the store (one wins).

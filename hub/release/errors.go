@@ -29,4 +29,17 @@ var (
 	// ErrUploadMismatch: the object store holds a different size than was
 	// uploaded, or the file changed while it was being uploaded.
 	ErrUploadMismatch = errors.New("uploaded object does not match the file")
+	// ErrObjectStore: the object store could not be reached or failed a
+	// request; the message names the object and the cause.
+	ErrObjectStore = errors.New("object store")
+	// ErrAlreadySigned: Attach was given a release that is already signed;
+	// releases never change, push a new version.
+	ErrAlreadySigned = errors.New("release is already signed")
+	// ErrSignatureRejected: the envelope given to Attach does not verify
+	// against the trust root's release role (bad or foreign signature, too
+	// few distinct release keys for the threshold, not a model manifest).
+	ErrSignatureRejected = errors.New("signature not accepted")
+	// ErrManifestMismatch: the envelope given to Attach signs a manifest
+	// other than the one registered for that name and version.
+	ErrManifestMismatch = errors.New("signed manifest differs from the registered one")
 )

@@ -67,7 +67,9 @@ type PushRequest struct {
 	// Bucket is the S3 bucket the artifacts go to.
 	Bucket string
 	// KeyPrefix is prepended to "<variant>.onnx" to form each object name;
-	// empty means "models/<name>/<version>/".
+	// empty means "<name>/<version>/". The manifest's artifact key is
+	// "<bucket>/<object>", e.g. "models/detector/1.0.0/cpu.onnx" in the
+	// bucket "models".
 	KeyPrefix string
 	// Artifacts lists one file per variant, at least one.
 	Artifacts []ArtifactFile
@@ -136,8 +138,9 @@ type artifactPlan struct {
 //
 // Errors wrap ErrInvalid, ErrNotONNX, ErrUnsupported, ErrVariantMismatch,
 // ErrVersionExists (also store.ErrConflict when the store refused it),
-// ErrObjectExists or ErrUploadMismatch; others are I/O failures of the
-// files, the object store or the registry, named in the message.
+// ErrObjectExists, ErrUploadMismatch or ErrObjectStore (S3 unreachable or
+// failing); others are I/O failures of the files or the registry, named in
+// the message.
 func Push(ctx context.Context, s3 ObjectStore, reg Registry, req PushRequest) (*Result, error) {
 	ref := req.Name + "@" + req.Version
 	res, err := push(ctx, s3, reg, &req)
@@ -215,7 +218,7 @@ func push(ctx context.Context, s3 ObjectStore, reg Registry, req *PushRequest) (
 			}
 		}
 		if len(left) > 0 {
-			return fmt.Errorf("%w (and could not delete the uploaded objects %s; delete them by hand or push again with Force)", why, strings.Join(left, ", "))
+			return fmt.Errorf("%w (and could not delete the uploaded objects %s; delete them by hand, or push again with Force: fleethub model push --force)", why, strings.Join(left, ", "))
 		}
 		log.Info("release: deleted the uploaded objects after a failed push", "objects", len(uploaded))
 		return why
@@ -285,7 +288,9 @@ func checkRequest(req *PushRequest) ([]*artifactPlan, error) {
 	}
 	prefix := req.KeyPrefix
 	if prefix == "" {
-		prefix = "models/" + req.Name + "/" + req.Version + "/"
+		// The bucket is the key's first segment already: no "models/" here,
+		// or a bucket called models gives models/models/….
+		prefix = req.Name + "/" + req.Version + "/"
 	}
 	seen := map[string]bool{}
 	plans := make([]*artifactPlan, len(req.Artifacts))
@@ -386,13 +391,13 @@ func checkAbsent(ctx context.Context, s3 ObjectStore, req *PushRequest, p *artif
 		if req.Force {
 			return nil
 		}
-		return fmt.Errorf("%w: %s (%d bytes, modified %s); if an earlier push failed, push again with Force",
+		return fmt.Errorf("%w: %s (%d bytes, modified %s); if an earlier push failed, push again with Force (fleethub model push --force)",
 			ErrObjectExists, key, info.Size, info.LastModified.UTC().Format(time.RFC3339))
 	}
 	if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
 		return nil
 	}
-	return fmt.Errorf("object store: check %s: %w (is the object store reachable and the bucket there?)", key, err)
+	return fmt.Errorf("%w: check %s: %w (is the object store reachable and the bucket there?)", ErrObjectStore, key, err)
 }
 
 // errNothingStored marks an upload failure that left no object behind.
@@ -418,7 +423,7 @@ func upload(ctx context.Context, s3 ObjectStore, req *PushRequest, p *artifactPl
 		PartSize:    PartSizeBytes,
 	})
 	if err != nil {
-		return "", fmt.Errorf("object store: upload variant %s to %s: %w", p.Variant, key, err)
+		return "", fmt.Errorf("%w: upload variant %s to %s: %w", ErrObjectStore, p.Variant, key, err)
 	}
 	if cr.done != p.size {
 		return "", fmt.Errorf("%w: variant %s: read %d bytes of %s, expected %d (did the file change?)", ErrUploadMismatch, p.Variant, cr.done, p.Path, p.size)
@@ -432,7 +437,7 @@ func upload(ctx context.Context, s3 ObjectStore, req *PushRequest, p *artifactPl
 	}
 	st, err := s3.StatObject(ctx, req.Bucket, p.object, minio.StatObjectOptions{})
 	if err != nil {
-		return "", fmt.Errorf("object store: check the uploaded %s: %w", key, err)
+		return "", fmt.Errorf("%w: check the uploaded %s: %w", ErrObjectStore, key, err)
 	}
 	if st.Size != p.size {
 		return "", fmt.Errorf("%w: variant %s: %s holds %d bytes, the file has %d", ErrUploadMismatch, p.Variant, key, st.Size, p.size)

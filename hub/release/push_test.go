@@ -169,8 +169,12 @@ func TestPushExampleModels(t *testing.T) {
 		}
 		e.checkPushed(t, res, f)
 		m := res.Manifest
-		if got := m.Artifacts[0].Object(); got != "models/vibration-anomaly/1.0.0/cpu.onnx" {
+		if got := m.Artifacts[0].Object(); got != "vibration-anomaly/1.0.0/cpu.onnx" {
 			t.Errorf("object = %s, want the default prefix", got)
+		}
+		// The key is bucket/object, the bucket named once.
+		if want := e.s3.Bucket + "/vibration-anomaly/1.0.0/cpu.onnx"; m.Artifacts[0].Key != want {
+			t.Errorf("key = %s, want %s", m.Artifacts[0].Key, want)
 		}
 		want := []manifest.TensorSpec{spec("window", "float32", 1, 64)}
 		if specDiff("input", m.Inputs, want) != "" || specDiff("output", m.Outputs, []manifest.TensorSpec{spec("score", "float32", 1, 1)}) != "" {
@@ -335,7 +339,7 @@ func TestPushObjectExists(t *testing.T) {
 	ctx := t.Context()
 	// Left behind by an earlier push that died before registering.
 	stale := []byte("partial upload")
-	if _, err := e.s3.Client.PutObject(ctx, e.s3.Bucket, "models/vibration-anomaly/1.0.0/cpu.onnx", bytes.NewReader(stale), int64(len(stale)), minio.PutObjectOptions{}); err != nil {
+	if _, err := e.s3.Client.PutObject(ctx, e.s3.Bucket, "vibration-anomaly/1.0.0/cpu.onnx", bytes.NewReader(stale), int64(len(stale)), minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f := example("cpu", models.FileV1)
@@ -344,7 +348,7 @@ func TestPushObjectExists(t *testing.T) {
 		t.Fatalf("Push error = %v, want ErrObjectExists", err)
 	}
 	t.Log(err)
-	if got := e.object(t, "models/vibration-anomaly/1.0.0/cpu.onnx"); !bytes.Equal(got, stale) {
+	if got := e.object(t, "vibration-anomaly/1.0.0/cpu.onnx"); !bytes.Equal(got, stale) {
 		t.Error("the existing object was overwritten without Force")
 	}
 	req := e.request("vibration-anomaly", "1.0.0", f)
@@ -367,8 +371,8 @@ func TestPushObjectStoreUnreachable(t *testing.T) {
 		t.Fatal("Push succeeded with the object store down")
 	}
 	t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
-	if !strings.Contains(err.Error(), "object store") {
-		t.Errorf("error %q does not say the object store failed", err)
+	if !errors.Is(err, ErrObjectStore) || !strings.Contains(err.Error(), "object store") {
+		t.Errorf("error %q does not say the object store failed (ErrObjectStore)", err)
 	}
 	if _, err := e.reg.GetRelease(t.Context(), "vibration-anomaly", "1.0.0"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetRelease = %v, want ErrNotFound", err)
