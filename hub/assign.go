@@ -46,6 +46,18 @@ func loadDirector(dir string) ([]byte, []manifest.Signer, error) {
 	return rootJSON, signers, nil
 }
 
+// TrustRoot returns the root.json the hub publishes to agents: the current
+// root, against which releases signed offline are verified. It returns
+// ErrNotRunning until Run has loaded it.
+func (h *Hub) TrustRoot() ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rootJSON == nil {
+		return nil, ErrNotRunning
+	}
+	return h.rootJSON, nil
+}
+
 // decodeAssignment reads the signed part of an assignment envelope the hub
 // published itself (so it is not verified again).
 func decodeAssignment(raw []byte) (*manifest.Assignment, error) {
@@ -204,13 +216,18 @@ func (h *Hub) assign(ctx context.Context, device string, entries []manifest.Mode
 	}
 	now := h.now().UTC().Truncate(time.Second)
 	doc := &manifest.Assignment{Device: device, Sequence: seq, Issued: now, Expires: now.Add(h.cfg.ttl()), Models: models}
+	// The latency metric is real time, whatever clock the hub was given.
+	start := time.Now()
 	raw, err := manifest.Sign(ctx, doc, signers...)
 	if err != nil {
+		h.counters.publishFailed()
 		return 0, fmt.Errorf("sign assignment for %s: %w", device, err)
 	}
 	if err := c.Publish(ctx, h.topics.Assignment(device), 1, true, raw); err != nil {
+		h.counters.publishFailed()
 		return 0, fmt.Errorf("publish assignment %d for %s: %w", seq, device, err)
 	}
+	h.counters.published(time.Since(start))
 	if err := st.SaveAssignment(ctx, store.SignedAssignment{Device: device, Sequence: seq, Envelope: raw}); err != nil {
 		return 0, fmt.Errorf("save assignment %d for %s (published): %w", seq, device, err)
 	}

@@ -114,6 +114,8 @@ type Hub struct {
 	expiry map[string]time.Time
 	// lastRefresh is when the refresher last ran; guarded by ctl.
 	lastRefresh time.Time
+
+	counters counters // ingest and publish metrics (metrics.go)
 }
 
 // New returns a hub for cfg. It has no side effects: nothing is opened or

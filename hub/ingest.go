@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,7 +51,9 @@ func (h *Hub) ingestHandler(ctx context.Context, kind string) bus.Handler {
 		if len(m.Payload) == 0 {
 			return // a cleared retained message
 		}
+		h.counters.receive(kind)
 		if int64(len(m.Payload)) > h.cfg.MaxPayloadBytes {
+			h.counters.reject(kind, RejectOversized)
 			h.log.Warn("dropped oversized device message", "device", device, "kind", kind,
 				"bytes", len(m.Payload), "max_bytes", h.cfg.MaxPayloadBytes)
 			return
@@ -58,6 +61,11 @@ func (h *Hub) ingestHandler(ctx context.Context, kind string) bus.Handler {
 		if err := h.ingest(ctx, device, kind, m); err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, errMalformed) {
+				h.counters.reject(kind, RejectMalformed)
+			} else {
+				h.counters.reject(kind, RejectStore)
 			}
 			h.log.Warn("could not ingest device message", "device", device, "kind", kind, "err", err)
 		}
@@ -87,16 +95,17 @@ func (h *Hub) ingest(ctx context.Context, device, kind string, m bus.Message) er
 			online = true
 		case "false":
 		default:
-			return fmt.Errorf("online payload %q is neither true nor false", truncate(m.Payload))
+			return fmt.Errorf("%w: online payload %q is neither true nor false", errMalformed, truncate(m.Payload))
 		}
 		return st.SetOnline(ctx, device, online, now)
 	case bus.KindState:
 		var s report.State
 		if err := json.Unmarshal(m.Payload, &s); err != nil {
-			return fmt.Errorf("state payload: %w", err)
+			return fmt.Errorf("state payload: %w: %w", errMalformed, err)
 		}
 		if !h.newerState(device, s) {
 			h.log.Debug("dropped state report older than one already ingested", "device", device, "sequence", s.Sequence, "time", s.Time)
+			h.counters.reject(kind, RejectStale)
 			return nil
 		}
 		if s.Device != "" && s.Device != device {
@@ -110,7 +119,7 @@ func (h *Hub) ingest(ctx context.Context, device, kind string, m bus.Message) er
 	case bus.KindTelemetry:
 		var t report.Telemetry
 		if err := json.Unmarshal(m.Payload, &t); err != nil {
-			return fmt.Errorf("telemetry payload: %w", err)
+			return fmt.Errorf("telemetry payload: %w: %w", errMalformed, err)
 		}
 		if err := st.AddTelemetry(ctx, device, t); err != nil {
 			return err
@@ -119,7 +128,7 @@ func (h *Hub) ingest(ctx context.Context, device, kind string, m bus.Message) er
 	case bus.KindEvents:
 		var e report.Event
 		if err := json.Unmarshal(m.Payload, &e); err != nil {
-			return fmt.Errorf("events payload: %w", err)
+			return fmt.Errorf("events payload: %w: %w", errMalformed, err)
 		}
 		if e.Time.IsZero() {
 			e.Time = now
