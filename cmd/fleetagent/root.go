@@ -18,6 +18,7 @@ S3-compatible storage, and serves them locally with ONNX Runtime.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newEnrollCommand())
 	root.AddCommand(cli.VersionCommand("fleetagent"), newRunCommand(), newConfigCommand(), newDoctorCommand(), newStatusCommand(), newInferCommand())
 	return root
 }

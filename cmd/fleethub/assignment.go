@@ -14,8 +14,9 @@ import (
 
 func newAssignmentCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "assignment",
-		Short: "Inspect device assignments (role director)",
+		Use:     "assignment",
+		Short:   "Inspect device assignments (role director)",
+		Example: `  fleethub assignment verify --root keys/root.json --device edge-1 assignment.json`,
 	}
 	cmd.AddCommand(newAssignmentVerifyCommand())
 	return cmd
@@ -52,6 +53,9 @@ device's --variants pick. --state names the agent's persisted state (JSON
 {"sequence": N, "models": {"name": "version"}}) to check replay and
 downgrades too. Prints each check that passed and the one that failed; exits
 non-zero on failure.`,
+		Example: `  mosquitto_sub -C 1 -t modelfleet/v1/devices/edge-1/assignment > assignment.json
+  fleethub assignment verify --root keys/root.json --device edge-1 assignment.json
+  fleethub assignment verify --root keys/root.json --device edge-1 --variants cuda,cpu --state state.json assignment.json -o json`,
 		Args: cobra.ExactArgs(1),
 	}
 	out := cli.AddOutputFlag(cmd)

@@ -80,6 +80,7 @@ Not for production: the keys are online and the broker authenticates nobody.`,
 		cfg.S3 = serverS3Config{Endpoint: s3.Endpoint(), Region: s3.Region(), AccessKey: s3.AccessKey(),
 			SecretKey: s3.SecretKey(), Insecure: true, Bucket: s3.Bucket()}
 		cfg.API.Addr = *apiAddr
+		cfg.Enroll = serverEnrollConfig{S3AccessKey: s3.AccessKey(), S3SecretKey: s3.SecretKey()} // dev only: the embedded S3 has one key
 		if !isLoopbackAddr(cfg.API.Addr) {
 			return fmt.Errorf("--api-addr %s: the dev hub has no API token, so it listens on loopback only", cfg.API.Addr)
 		}

@@ -24,6 +24,7 @@ func newDevicesCommand() *cobra.Command {
   fleethub devices label edge-0042 line=3`,
 	}
 	cmd.AddCommand(newDevicesListCommand(), newDevicesShowCommand(), newDevicesLabelCommand())
+	cmd.AddCommand(newDevicesEnrollTokenCommand())
 	return cmd
 }
 

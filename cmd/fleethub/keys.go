@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelfleet/modelfleet/internal/cli"
 	"github.com/modelfleet/modelfleet/internal/keys"
+	"github.com/modelfleet/modelfleet/internal/pki"
 	"github.com/modelfleet/modelfleet/manifest"
 )
 
@@ -18,6 +19,8 @@ func newKeysCommand() *cobra.Command {
 		Long: `The trust root (root.json) lists the keys of three roles: root signs
 root.json itself, release signs model manifests, director (the hub) signs
 device assignments. See docs/trust.md.`,
+		Example: `  fleethub keys init --dir ./keys
+  fleethub keys rotate --dir ./keys --replace director`,
 	}
 	cmd.AddCommand(newKeysInitCommand(), newKeysRotateCommand())
 	return cmd
@@ -45,14 +48,23 @@ func newKeysInitCommand() *cobra.Command {
 release and director, and root.json version 1 signed by the root keys.
 Refuses to touch a directory that already holds keys.
 
+It also creates the device CA in DIR/ca (ca.pem, ca-key.pem; ECDSA P-256),
+which signs the MQTT client certificates of enrolled devices, and the hub's
+own client certificate (hub-client.pem, hub-client-key.pem, CN fleethub) for
+hub.mqtt.cert_file and hub.mqtt.key_file. Give ca.pem to the broker as the
+CA of client certificates.
+
 Afterwards move the root keys (and, if releases are signed elsewhere, the
 release keys) offline; the hub needs only the director key and root.json.`,
+		Example: `  fleethub keys init --dir ./keys
+  fleethub keys init --dir ./keys --root-keys 3 --root-threshold 2 --expires 8760h -o json`,
 		Args: cobra.NoArgs,
 	}
 	out := cli.AddOutputFlag(cmd)
 	dir := cmd.Flags().String("dir", "", "key directory to create (required)")
 	expires := cmd.Flags().Duration("expires", 365*24*time.Hour, "how long root.json is valid")
 	roles := addRoleFlags(cmd, keys.RoleSpec{Keys: 1, Threshold: 1}, "")
+	hubClient := cmd.Flags().String("hub-client-name", pki.DefaultHubClientName, "common name (MQTT user name) of the hub's client certificate")
 	_ = cmd.MarkFlagRequired("dir")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := cli.CheckOutput(*out); err != nil {
@@ -65,12 +77,20 @@ release keys) offline; the hub needs only the director key and root.json.`,
 		if err != nil {
 			return err
 		}
+		ca, err := initDeviceCA(*dir, *hubClient) // enroll.go: device CA and the hub's MQTT client certificate
+		if err != nil {
+			return err
+		}
 		if *out == cli.OutputJSON {
-			return cli.WriteJSON(cmd.OutOrStdout(), res)
+			return cli.WriteJSON(cmd.OutOrStdout(), struct {
+				*keys.InitResult
+				DeviceCA *deviceCAFiles `json:"device_ca"`
+			}{res, ca})
 		}
 		w := cmd.OutOrStdout()
 		fmt.Fprintf(w, "created %s (version %d, expires %s)\n", res.RootPath, res.Root.Version, res.Root.Expires.Format(time.RFC3339))
 		printKeyFiles(cmd, res.Keys)
+		fmt.Fprintf(w, "created the device CA %s and the hub's MQTT client certificate %s (CN %s)\n", ca.CACert, ca.HubClientCert, *hubClient)
 		fmt.Fprintln(w, "Move the root keys offline; bring a threshold of them back for `fleethub keys rotate`.")
 		return nil
 	}
@@ -89,6 +109,8 @@ checked the way agents check it before anything is written. The previous root
 is kept as root.<N>.json; keys no role lists any more move to retired/.
 
 Publish every root version in order: agents accept only version N+1.`,
+		Example: `  fleethub keys rotate --dir ./keys
+  fleethub keys rotate --dir ./keys --replace release --release-keys 2 --release-threshold 2 -o json`,
 		Args: cobra.NoArgs,
 	}
 	out := cli.AddOutputFlag(cmd)

@@ -17,6 +17,8 @@ func newManifestCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "manifest",
 		Short: "Sign and verify model manifests (role release)",
+		Example: `  fleethub manifest sign --key keys/release-1a2b3c4d5e6f7a8b.pem manifest.json --out manifest.signed.json
+  fleethub manifest verify --root keys/root.json manifest.signed.json`,
 	}
 	cmd.AddCommand(newManifestSignCommand(), newManifestVerifyCommand())
 	return cmd
@@ -34,6 +36,8 @@ signature (for a release role with a threshold above one).
 
 The signed envelope goes to --out (written atomically) or to stdout; with
 --out, a summary is printed in the -o format.`,
+		Example: `  fleethub manifest sign --key keys/release-1a2b3c4d5e6f7a8b.pem manifest.json --out manifest.signed.json
+  fleethub model manifest detector 2.2.0 | fleethub manifest sign --key release.pem - > detector-2.2.0.signed.json`,
 		Args: cobra.ExactArgs(1),
 	}
 	out := cli.AddOutputFlag(cmd)
@@ -86,6 +90,8 @@ func newManifestVerifyCommand() *cobra.Command {
 		Long: `Verify FILE (or - for stdin) as an agent would: size, format, release
 signatures against ROOT (a root.json), artifact sizes. Prints each check that
 passed and the one that failed; exits non-zero on failure.`,
+		Example: `  fleethub manifest verify --root keys/root.json manifest.signed.json
+  fleethub manifest verify --root keys/root.json --variants cuda,cpu manifest.signed.json -o json`,
 		Args: cobra.ExactArgs(1),
 	}
 	out := cli.AddOutputFlag(cmd)

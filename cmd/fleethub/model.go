@@ -11,12 +11,14 @@ import (
 
 	"github.com/modelfleet/modelfleet/hub/api"
 	"github.com/modelfleet/modelfleet/internal/cli"
+	"github.com/modelfleet/modelfleet/internal/keys"
+	"github.com/modelfleet/modelfleet/manifest"
 )
 
 func newModelCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Push, list and show model releases",
+		Short: "Push, list, show and sign model releases",
 		Long: `A model release is a name, a semantic version and one ONNX file per hardware
 variant (cpu, cuda, …), described by a manifest signed with the release key.
 Releases never change: push a new version instead.`,
@@ -24,7 +26,8 @@ Releases never change: push a new version instead.`,
   fleethub model list
   fleethub model show detector 1.0.0`,
 	}
-	cmd.AddCommand(newModelPushCommand(), newModelListCommand(), newModelShowCommand())
+	cmd.AddCommand(newModelPushCommand(), newModelListCommand(), newModelShowCommand(),
+		newModelManifestCommand(), newModelAttachSignatureCommand())
 	return cmd
 }
 
@@ -36,9 +39,14 @@ func newModelPushCommand() *cobra.Command {
 stores them in its S3 bucket while hashing them, reads the input and output
 tensors from the ONNX files, signs the manifest with the release key and
 registers the release. With --sign-later the release is registered unsigned
-for an offline signing step; rollouts refuse it until it is signed.
+for an offline signing step (fleethub model manifest, fleethub manifest sign,
+fleethub model attach-signature; see docs/trust.md); rollouts refuse it until
+it is signed.
 
-Nothing is left half-registered when a step fails.`,
+Nothing is left half-registered when a step fails: uploaded objects are
+deleted again. If the object store fails so that even that is impossible,
+the error names the objects left behind; push the same version again with
+--force to overwrite them (a registered release is never overwritten).`,
 		Example: `  fleethub model push vibration-anomaly-v1.onnx --name vibration-anomaly --version 1.0.0
   fleethub model push cpu.onnx --variant cuda=cuda.onnx --name detector --version 2.1.0
   fleethub model push model.onnx --name detector --version 2.2.0 --sign-later -o json`,
@@ -49,6 +57,7 @@ Nothing is left half-registered when a step fails.`,
 	version := cmd.Flags().String("version", "", "semantic version of the release (required)")
 	variants := cmd.Flags().StringArray("variant", nil, "another variant: VARIANT=FILE, e.g. cuda=model-cuda.onnx (repeatable)")
 	signLater := cmd.Flags().Bool("sign-later", false, "register the release unsigned, for offline signing")
+	force := cmd.Flags().Bool("force", false, "overwrite objects a failed push of this version left in S3")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("version")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -56,7 +65,7 @@ Nothing is left half-registered when a step fails.`,
 		if err != nil {
 			return err
 		}
-		req := api.PushModelRequest{Name: *name, Version: *version, SignLater: *signLater,
+		req := api.PushModelRequest{Name: *name, Version: *version, SignLater: *signLater, Force: *force,
 			Files: []api.PushFile{{Variant: "cpu", Path: args[0]}}}
 		for _, v := range *variants {
 			variant, path, ok := strings.Cut(v, "=")
@@ -202,6 +211,103 @@ func newModelShowCommand() *cobra.Command {
 			fmt.Fprintf(w, "  %-6s %s  %d bytes  sha256:%s\n", a.Variant, a.Key, a.Size, a.SHA256)
 		}
 		return nil
+	}
+	return cmd
+}
+
+func newModelManifestCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "manifest NAME VERSION",
+		Short: "Print a release's manifest envelope, e.g. to sign it offline",
+		Long: `Print the manifest envelope of a release exactly as the hub stores it:
+unsigned for a release pushed with --sign-later. Take it to the machine that
+holds the release key, sign it there with fleethub manifest sign, and give the
+result back with fleethub model attach-signature.
+
+With --out the envelope is written to that file (atomically) and a summary is
+printed in the -o format; otherwise the envelope itself goes to stdout.`,
+		Example: `  fleethub model manifest detector 2.2.0 > detector-2.2.0.json
+  fleethub model manifest detector 2.2.0 --out detector-2.2.0.json -o json`,
+		Args: cobra.ExactArgs(2),
+	}
+	cf := addClientFlags(cmd)
+	outPath := cmd.Flags().String("out", "", "file to write the envelope to (default: stdout)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		env, err := c.Manifest(cmd.Context(), args[0], args[1])
+		if err != nil {
+			return err
+		}
+		env = append(env, '\n')
+		if *outPath == "" {
+			_, err := cmd.OutOrStdout().Write(env)
+			return err
+		}
+		if err := keys.WriteFileAtomic(*outPath, env, 0o644); err != nil {
+			return err
+		}
+		signed := false
+		if e, err := manifest.ParseEnvelope(env); err == nil {
+			signed = len(e.Signatures) > 0
+		}
+		if cf.json() {
+			return cli.WriteJSON(cmd.OutOrStdout(), struct {
+				Model   string `json:"model"`
+				Version string `json:"version"`
+				Signed  bool   `json:"signed"`
+				Path    string `json:"path"`
+			}{args[0], args[1], signed, *outPath})
+		}
+		state := "unsigned"
+		if signed {
+			state = "signed"
+		}
+		_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote the %s manifest of %s@%s to %s\n", state, args[0], args[1], *outPath)
+		return err
+	}
+	return cmd
+}
+
+func newModelAttachSignatureCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "attach-signature NAME VERSION FILE",
+		Aliases: []string{"sign-attach"},
+		Short:   "Attach an offline signature to a release pushed with --sign-later",
+		Long: `Give the hub the signed manifest envelope of an unsigned release: FILE (or -
+for stdin) as fleethub manifest sign wrote it. The hub checks that FILE is
+signed by a threshold of the release keys of its current root.json and that
+it signs exactly the manifest registered for NAME VERSION, then marks the
+release signed; rollouts can use it from then on. A bad, foreign or
+insufficient signature, or a manifest that differs, is refused and nothing
+changes.`,
+		Example: `  fleethub model manifest detector 2.2.0 > detector-2.2.0.json
+  fleethub manifest sign --key keys/release-1a2b3c4d5e6f7a8b.pem detector-2.2.0.json --out detector-2.2.0.signed.json
+  fleethub model attach-signature detector 2.2.0 detector-2.2.0.signed.json`,
+		Args: cobra.ExactArgs(3),
+	}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		raw, err := readInput(cmd, args[2])
+		if err != nil {
+			return err
+		}
+		m, err := c.AttachSignature(cmd.Context(), args[0], args[1], raw)
+		if err != nil {
+			return err
+		}
+		if cf.json() {
+			return cli.WriteJSON(cmd.OutOrStdout(), m)
+		}
+		_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s@%s is signed; start a rollout with: fleethub rollout start --model %s --version %s\n",
+			m.Name, m.Version, m.Name, m.Version)
+		return err
 	}
 	return cmd
 }

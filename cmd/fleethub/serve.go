@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,10 +47,11 @@ const shutdownTimeout = 10 * time.Second
 //	s3: {endpoint: https://s3.example.com, bucket: models, access_key: …, secret_key: …}
 //	api: {addr: 127.0.0.1:8400, token: …}
 type serverConfig struct {
-	Hub      hub.Config      `yaml:"hub"`
-	S3       serverS3Config  `yaml:"s3"`
-	API      serverAPIConfig `yaml:"api"`
-	LogLevel string          `yaml:"log_level" usage:"log level: debug, info, warn, error"`
+	Hub      hub.Config         `yaml:"hub"`
+	S3       serverS3Config     `yaml:"s3"`
+	API      serverAPIConfig    `yaml:"api"`
+	Enroll   serverEnrollConfig `yaml:"enroll"`
+	LogLevel string             `yaml:"log_level" usage:"log level: debug, info, warn, error"`
 }
 
 // serverS3Config is the object store the hub uploads pushed models to. The
@@ -61,6 +64,9 @@ type serverS3Config struct {
 	Insecure  bool   `yaml:"insecure" usage:"use plain HTTP to S3 (dev only)"`
 	CAFile    string `yaml:"ca_file" usage:"PEM CA bundle to verify S3"`
 	Bucket    string `yaml:"bucket" usage:"bucket model artifacts are uploaded to"`
+	// Prefix is prepended to "<model>/<version>/<variant>.onnx" inside the
+	// bucket, for a bucket shared with other data.
+	Prefix string `yaml:"prefix" usage:"object name prefix inside the bucket, e.g. modelfleet/ (default: none; objects are <model>/<version>/<variant>.onnx)"`
 }
 
 // serverAPIConfig is the HTTP API.
@@ -69,6 +75,10 @@ type serverAPIConfig struct {
 	Token string `yaml:"token" usage:"bearer token the API requires (empty: no authentication, loopback only)"`
 	// MaxUploadBytes caps one model push.
 	MaxUploadBytes int64 `yaml:"max_upload_bytes" usage:"largest model push accepted, in bytes"`
+	// TLSCertFile and TLSKeyFile make the API serve HTTPS, which
+	// `fleetagent enroll` requires for a hub that is not on loopback.
+	TLSCertFile string `yaml:"tls_cert_file" usage:"PEM certificate for HTTPS on api.addr (empty: plain HTTP)"`
+	TLSKeyFile  string `yaml:"tls_key_file" usage:"PEM private key of api.tls_cert_file"`
 }
 
 func defaultServerConfig() serverConfig {
@@ -166,7 +176,7 @@ below, later ones winning. SIGINT or SIGTERM shut it down gracefully.`,
 		}
 		log := newLogger(cmd.ErrOrStderr(), cfg.LogLevel)
 		return runServer(cmd.Context(), cfg, log, func(addr string) {
-			log.Info("fleethub API listening", "addr", "http://"+addr)
+			log.Info("fleethub API listening", "addr", apiScheme(cfg.API)+"://"+addr)
 		})
 	}
 	return cmd
@@ -197,11 +207,15 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, onListen
 		return err
 	}
 
+	enr, err := newEnrollment(cfg, st, log)
+	if err != nil {
+		return err
+	}
 	h := hub.New(cfg.Hub, hub.Deps{Store: st, Logger: log})
 	defer h.Close()
 	srv := &http.Server{
 		Handler: api.NewServer(h, st, api.Options{
-			Token: cfg.API.Token, Logger: log, Push: push, MaxUploadBytes: cfg.API.MaxUploadBytes,
+			Token: cfg.API.Token, Logger: log, Push: push, MaxUploadBytes: cfg.API.MaxUploadBytes, Enroll: enr,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -215,10 +229,11 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, onListen
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- h.Run(hubCtx) }()
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- srv.Serve(ln) }()
+	go func() { httpDone <- serveAPI(srv, ln, cfg.API) }() // enroll.go
 	if onListen != nil {
 		onListen(ln.Addr().String())
 	}
+	go warnUntilReady(hubCtx, h.Ready(), cfg.Hub.MQTT.Brokers, log)
 
 	var runErr error
 	select {
@@ -245,6 +260,66 @@ func runServer(ctx context.Context, cfg serverConfig, log *slog.Logger, onListen
 	}
 	log.Info("fleethub stopped")
 	return runErr
+}
+
+// notReadyWarnAfter is how long the hub may take to connect to its broker
+// before serve says why it is not ready; notReadyWarnEvery repeats it.
+const (
+	notReadyWarnAfter = 3 * time.Second
+	notReadyWarnEvery = 30 * time.Second
+)
+
+// warnUntilReady logs, until ready is closed or ctx ends, that the hub is
+// not connected to its broker yet, with the reason a plain dial gives (the
+// MQTT client retries silently). The API answers meanwhile: reads work,
+// /readyz and commands that publish answer 503.
+func warnUntilReady(ctx context.Context, ready <-chan struct{}, brokers []string, log *slog.Logger) {
+	wait := notReadyWarnAfter
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ready:
+			return
+		case <-time.After(wait):
+		}
+		wait = notReadyWarnEvery
+		for _, b := range brokers {
+			log.Warn("hub not ready: cannot connect to the MQTT broker yet, retrying; the API answers, but rollouts wait and /readyz answers 503 (check hub.mqtt.brokers and that the broker runs)",
+				"broker", b, "reason", dialReason(ctx, b))
+		}
+	}
+}
+
+// dialReason tries a TCP connection to the broker URL's host and returns
+// what failed ("reachable" when the TCP connection works, so the problem
+// is TLS, credentials or the MQTT handshake).
+func dialReason(ctx context.Context, broker string) string {
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" {
+		return fmt.Sprintf("broker URL %q does not parse: want tcp://host:1883 or ssl://host:8883", broker)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := "1883"
+		switch u.Scheme {
+		case "ssl", "tls", "mqtts":
+			port = "8883"
+		case "ws":
+			port = "80"
+		case "wss":
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+	if err != nil {
+		return err.Error()
+	}
+	conn.Close()
+	return "TCP connection works: check TLS settings, credentials and the broker's log"
 }
 
 // newPusher returns the function the API pushes models with: upload to
@@ -276,8 +351,12 @@ func newPusher(cfg serverConfig, reg release.Registry, log *slog.Logger) (api.Pu
 		log.Info("no release key in the key directory: pushes need --sign-later", "key_dir", cfg.Hub.KeyDir)
 	}
 	bucket, keyDir := cfg.S3.Bucket, cfg.Hub.KeyDir
+	prefix := strings.Trim(cfg.S3.Prefix, "/")
 	return func(ctx context.Context, req release.PushRequest) (*release.Result, error) {
 		req.Bucket = bucket
+		if prefix != "" {
+			req.KeyPrefix = prefix + "/" + req.Name + "/" + req.Version + "/"
+		}
 		if !req.SignLater {
 			if len(signers) == 0 {
 				return nil, fmt.Errorf("%w: the hub has no release key in %s; push with --sign-later and sign offline", release.ErrInvalid, keyDir)

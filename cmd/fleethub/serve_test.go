@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -419,25 +418,38 @@ func TestDev(t *testing.T) {
 	}
 }
 
-// TestHelpExamples: every command this package adds documents an example
-// and, when it talks to the hub, supports -o json.
+// TestHelpExamples: `fleethub --help` documents every command with an
+// example: each runnable command, whoever added it, has an Example and a
+// Short; one that talks to the hub also supports -o json.
 func TestHelpExamples(t *testing.T) {
 	root := newRootCommand()
+	var runnable int
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
-			walk(sub)
+			if !sub.Hidden {
+				walk(sub)
+			}
 		}
-		top := strings.Fields(c.CommandPath())
-		if len(top) < 2 || !slices.Contains([]string{"serve", "dev", "model", "rollout", "devices"}, top[1]) {
+		if !c.Runnable() {
 			return
 		}
-		if c.Example == "" {
+		runnable++
+		if strings.TrimSpace(c.Example) == "" {
 			t.Errorf("%s has no Example", c.CommandPath())
+		} else if !strings.Contains(c.Example, "fleethub ") {
+			t.Errorf("%s: Example %q does not show a fleethub command line", c.CommandPath(), c.Example)
+		}
+		if c.Short == "" {
+			t.Errorf("%s has no Short", c.CommandPath())
 		}
 		if c.Flags().Lookup("hub") != nil && c.Flags().Lookup("output") == nil {
 			t.Errorf("%s has --hub but no -o", c.CommandPath())
 		}
 	}
 	walk(root)
+	// The walk itself must reach the tree: the commands of this file at least.
+	if runnable < 20 {
+		t.Errorf("walked %d runnable commands; the command tree looks empty", runnable)
+	}
 }

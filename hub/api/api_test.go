@@ -33,6 +33,9 @@ type env struct {
 	srv    *httptest.Server
 	client *api.Client
 	dir    string
+	broker *testenv.Broker
+	s3     *testenv.ObjectStore
+	trust  *fleettest.Trust
 }
 
 // mustEnv starts the hub and the API server for the test.
@@ -79,7 +82,8 @@ func mustEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(api.NewServer(h, st, api.Options{Token: token, Push: push, TempDir: dir}))
 	t.Cleanup(srv.Close)
-	return &env{st: st, hub: h, srv: srv, client: &api.Client{BaseURL: srv.URL, Token: token}, dir: dir}
+	return &env{st: st, hub: h, srv: srv, client: &api.Client{BaseURL: srv.URL, Token: token}, dir: dir,
+		broker: broker, s3: s3, trust: trust}
 }
 
 // modelFile writes an example model to the test's directory.
@@ -116,6 +120,7 @@ func TestAPI(t *testing.T) {
 			{"unknown endpoint", "/api/v1/nothing", "Bearer " + token, http.StatusNotFound},
 			{"healthz is open", "/healthz", "", http.StatusOK},
 			{"metrics is open", "/metrics", "", http.StatusOK},
+			{"readyz is open", "/readyz", "", http.StatusOK},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				req, _ := http.NewRequest(http.MethodGet, e.srv.URL+tc.path, nil)
@@ -197,6 +202,9 @@ func TestAPI(t *testing.T) {
 			{"bad soak", api.RolloutRequest{Model: "vibration-anomaly", Version: "1.0.0", Soak: "five"}, 400, "soak"},
 			{"bad selector", api.RolloutRequest{Model: "vibration-anomaly", Version: "1.0.0", Selector: "site"}, 400, "selector"},
 			{"unknown version", api.RolloutRequest{Model: "vibration-anomaly", Version: "3.0.0"}, 404, "not found"},
+			{"unknown model", api.RolloutRequest{Model: "no-such-model", Version: "1.0.0"}, 404, "no-such-model@1.0.0"},
+			{"selector parse error", api.RolloutRequest{Model: "vibration-anomaly", Version: "1.0.0", Selector: "site=a,,line"}, 400, "selector:"},
+			{"gate parse error", api.RolloutRequest{Model: "vibration-anomaly", Version: "1.0.0", Gates: []string{"error_rate<<0.01"}}, 400, "gate:"},
 			{"unsigned", api.RolloutRequest{Model: "vibration-anomaly", Version: "2.0.0"}, 409, "not signed"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

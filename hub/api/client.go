@@ -73,7 +73,31 @@ func (c *Client) Models(ctx context.Context, name string) ([]ModelInfo, error) {
 // Model returns one release.
 func (c *Client) Model(ctx context.Context, name, version string) (*ModelInfo, error) {
 	var out ModelInfo
-	return &out, c.do(ctx, http.MethodGet, "/api/v1/models/"+url.PathEscape(name)+"/"+url.PathEscape(version), nil, "", &out)
+	return &out, c.do(ctx, http.MethodGet, releasePath(name, version), nil, "", &out)
+}
+
+// Manifest returns the manifest envelope of a release as the hub stores it
+// (unsigned for a release pushed with SignLater): the document to sign
+// offline.
+func (c *Client) Manifest(ctx context.Context, name, version string) ([]byte, error) {
+	var out json.RawMessage
+	if err := c.do(ctx, http.MethodGet, releasePath(name, version)+"/manifest", nil, "", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AttachSignature hands the hub the offline-signed manifest envelope of an
+// unsigned release. The hub checks it against its trust root's release
+// role and against the registered manifest before storing it, and answers
+// the release, now signed.
+func (c *Client) AttachSignature(ctx context.Context, name, version string, envelope []byte) (*ModelInfo, error) {
+	var out ModelInfo
+	return &out, c.do(ctx, http.MethodPut, releasePath(name, version)+"/manifest", bytes.NewReader(envelope), "application/json", &out)
+}
+
+func releasePath(name, version string) string {
+	return "/api/v1/models/" + url.PathEscape(name) + "/" + url.PathEscape(version)
 }
 
 // PushFile is one model file of a push.
@@ -90,6 +114,9 @@ type PushModelRequest struct {
 	Files         []PushFile
 	// SignLater registers the release unsigned for offline signing.
 	SignLater bool
+	// Force overwrites objects an earlier, failed push left at the
+	// release's object keys (never a registered release).
+	Force bool
 	// Progress, when set, is called as the request body is sent with the
 	// bytes sent so far.
 	Progress func(sent int64)
@@ -123,7 +150,8 @@ func (c *Client) PushModel(ctx context.Context, req PushModelRequest) (*ModelInf
 }
 
 func writePushForm(mw *multipart.Writer, req PushModelRequest) error {
-	fields := [][2]string{{FormName, req.Name}, {FormVersion, req.Version}, {FormSignLater, strconv.FormatBool(req.SignLater)}}
+	fields := [][2]string{{FormName, req.Name}, {FormVersion, req.Version}, {FormSignLater, strconv.FormatBool(req.SignLater)},
+		{FormForce, strconv.FormatBool(req.Force)}}
 	for _, f := range fields {
 		if err := mw.WriteField(f[0], f[1]); err != nil {
 			return err

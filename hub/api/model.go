@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ const (
 	FormVersion = "version"
 	// FormSignLater ("true") registers the release unsigned.
 	FormSignLater = "sign_later"
+	// FormForce ("true") overwrites objects a failed push left at the
+	// release's keys (release.PushRequest.Force).
+	FormForce = "force"
 	// FormArtifactPrefix starts the field name of each file part:
 	// "artifact_cpu" carries the cpu variant.
 	FormArtifactPrefix = "artifact_"
@@ -100,7 +104,7 @@ func (s *Server) pushModel(w http.ResponseWriter, r *http.Request) error {
 		}
 		field := part.FormName()
 		switch {
-		case field == FormName, field == FormVersion, field == FormSignLater:
+		case field == FormName, field == FormVersion, field == FormSignLater, field == FormForce:
 			b, err := io.ReadAll(io.LimitReader(part, 1024))
 			if err != nil {
 				return badRequest("read field %s: %v", field, err)
@@ -113,6 +117,10 @@ func (s *Server) pushModel(w http.ResponseWriter, r *http.Request) error {
 				req.Version = v
 			case FormSignLater:
 				if req.SignLater, err = strconv.ParseBool(v); err != nil {
+					return badRequest("field %s: %q is not true or false", field, v)
+				}
+			case FormForce:
+				if req.Force, err = strconv.ParseBool(v); err != nil {
 					return badRequest("field %s: %q is not true or false", field, v)
 				}
 			}
@@ -182,4 +190,48 @@ func validVariant(v string) bool {
 		}
 	}
 	return true
+}
+
+// getManifest answers the release's manifest envelope as stored (signed or
+// not), byte for byte: the document `fleethub manifest sign` signs offline.
+func (s *Server) getManifest(w http.ResponseWriter, r *http.Request) error {
+	rel, err := s.st.GetRelease(r.Context(), r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err = w.Write(append(rel.Manifest, '\n'))
+	return err
+}
+
+// attachSignature takes the manifest envelope of an unsigned release,
+// signed offline, checks it against the hub's trust root and the
+// registered manifest (release.Attach) and stores it.
+func (s *Server) attachSignature(w http.ResponseWriter, r *http.Request) error {
+	name, version := r.PathValue("name"), r.PathValue("version")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, manifest.DefaultMaxDocumentBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("signed manifest larger than the %d-byte document limit: %w", mbe.Limit, err)
+		}
+		return badRequest("read the signed manifest: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("empty body: send the signed manifest envelope (fleethub manifest sign writes it)")
+	}
+	root, err := s.hub.TrustRoot()
+	if err != nil {
+		return err
+	}
+	if _, err := release.Attach(r.Context(), s.st, root, name, version, body); err != nil {
+		return err
+	}
+	rel, err := s.st.GetRelease(r.Context(), name, version)
+	if err != nil {
+		return err
+	}
+	s.log.Info("release signature attached", "model", name, "version", version)
+	writeJSON(w, http.StatusOK, modelInfo(rel))
+	return nil
 }

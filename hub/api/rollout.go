@@ -114,6 +114,9 @@ func (s *Server) startRollout(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id, err := s.hub.StartRollout(r.Context(), spec)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: no such release; `fleethub model list` shows the registered ones", err)
+	}
 	if err != nil {
 		return err
 	}

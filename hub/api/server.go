@@ -1,14 +1,23 @@
 // Package api is the hub's HTTP interface: the JSON API under /api/v1 that
 // the fleethub CLI drives (devices, model releases, rollouts), the
-// Prometheus /metrics endpoint and /healthz, plus Client, the typed Go
-// client of that API.
+// Prometheus /metrics endpoint, /healthz (the process serves HTTP) and
+// /readyz (the hub core runs and is connected to its broker), plus Client,
+// the typed Go client of that API.
 //
 // The server is a thin layer: it decodes requests, calls the hub core
-// (Hub), the store (Store) and the release pusher (Options.Push), and maps
-// their documented errors to HTTP statuses: store.ErrNotFound → 404;
-// store.ErrConflict, rollout.ErrNotAllowed, hub.ErrUnsignedRelease and
-// existing releases → 409; invalid input → 400; hub.ErrNotRunning → 503.
-// Every error body is {"error": "..."} written for the operator.
+// (Hub, and MetricsSource for /metrics), the store (Store) and the release
+// pusher (Options.Push), and maps their documented errors to HTTP statuses:
+// store.ErrNotFound → 404; store.ErrConflict, rollout.ErrNotAllowed,
+// hub.ErrUnsignedRelease, existing and already signed releases → 409;
+// invalid input, refused signatures and signed manifests that differ from
+// the registered one → 400; an unreachable object store → 502;
+// hub.ErrNotRunning → 503. Every error body is
+// {"error": "..."} written for the operator.
+//
+// Offline signing: GET /api/v1/models/{name}/{version}/manifest answers the
+// stored manifest envelope byte for byte; PUT on the same path takes it
+// back signed and stores it after hub/release.Attach checked it against the
+// hub's trust root (TrustRoot) and the registered manifest.
 //
 // Model push design: the CLI uploads the ONNX files to the hub in one
 // multipart/form-data request and the hub runs hub/release.Push with its own
@@ -36,6 +45,7 @@ import (
 	"github.com/modelfleet/modelfleet/hub/release"
 	"github.com/modelfleet/modelfleet/hub/rollout"
 	"github.com/modelfleet/modelfleet/hub/store"
+	"github.com/modelfleet/modelfleet/internal/enroll"
 )
 
 // Hub is what the API needs of the hub core; *hub.Hub implements it.
@@ -52,6 +62,16 @@ type Hub interface {
 	// ListRollouts returns the rollouts with one of the statuses (all when
 	// none given), newest first.
 	ListRollouts(ctx context.Context, statuses ...store.RolloutStatus) ([]hub.RolloutInfo, error)
+	// TrustRoot returns the root.json the hub publishes; releases signed
+	// offline are verified against its release role.
+	TrustRoot() ([]byte, error)
+}
+
+// MetricsSource is what /metrics and /readyz read of the hub core besides
+// the store: its counters and connection state. *hub.Hub implements it; a
+// Hub that does not serves the store's gauges only and is always ready.
+type MetricsSource interface {
+	Metrics() hub.Metrics
 }
 
 // Store is what the API reads from and writes to the store directly; every
@@ -61,6 +81,7 @@ type Store interface {
 	GetDevice(ctx context.Context, id string) (store.Device, error)
 	SetLabels(ctx context.Context, id string, set map[string]string, remove []string) (store.Device, error)
 	GetRelease(ctx context.Context, name, version string) (store.Release, error)
+	SignRelease(ctx context.Context, name, version string, envelope []byte) error
 	ListReleases(ctx context.Context, name string) ([]store.Release, error)
 	ListEvents(ctx context.Context, device string, since time.Time, limit int) ([]store.Event, error)
 	ListTelemetry(ctx context.Context, q store.TelemetryQuery) ([]store.TelemetryRollup, error)
@@ -97,6 +118,8 @@ type Options struct {
 	TempDir string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Enroll configures device enrollment (enroll.go); nil disables it.
+	Enroll *Enrollment
 }
 
 // Server serves the API. It is an http.Handler, safe for concurrent use.
@@ -134,10 +157,14 @@ func (s *Server) routes() {
 	api("GET /api/v1/models", s.listModels)
 	api("GET /api/v1/models/{name}/{version}", s.getModel)
 	api("POST /api/v1/models", s.pushModel)
+	api("GET /api/v1/models/{name}/{version}/manifest", s.getManifest)
+	api("PUT /api/v1/models/{name}/{version}/manifest", s.attachSignature)
 	api("POST /api/v1/rollouts", s.startRollout)
 	api("GET /api/v1/rollouts", s.listRollouts)
 	api("GET /api/v1/rollouts/{id}", s.getRollout)
 	api("POST /api/v1/rollouts/{id}/{command}", s.rolloutCommand)
+	api("POST /api/v1/enroll-tokens", s.createEnrollToken)
+	s.mux.HandleFunc("POST "+enroll.Path, s.enrollDevice) // authenticated by the enrollment token itself
 	// Anything else under /api/ is a JSON 404 (after authentication, so
 	// the API's shape is not probed anonymously).
 	api("/api/", func(http.ResponseWriter, *http.Request) error {
@@ -148,6 +175,7 @@ func (s *Server) routes() {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.Handle("GET /metrics", s.handle(s.metrics))
+	s.mux.HandleFunc("GET /readyz", s.readyz)
 }
 
 // ServeHTTP implements http.Handler.
@@ -179,11 +207,42 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.H
 			return
 		}
 		code := statusOf(err)
-		if code == http.StatusInternalServerError {
+		msg := err.Error()
+		if code == http.StatusInternalServerError || code == http.StatusBadGateway {
 			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		writeJSON(w, code, ErrorBody{Error: err.Error()})
+		if errors.Is(err, hub.ErrNotRunning) {
+			msg += notReadyHint
+		}
+		writeJSON(w, code, ErrorBody{Error: msg})
 	})
+}
+
+// notReadyHint completes the message of an operation refused because the
+// hub core is not running yet.
+const notReadyHint = " (the hub is starting, or cannot reach its MQTT broker and keeps retrying: see its log and GET /readyz)"
+
+// readyz answers 200 once the hub core runs and is connected to the
+// broker, 503 with the reason otherwise. /healthz only says the process
+// serves HTTP.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	ms, ok := s.hub.(MetricsSource)
+	if !ok {
+		_, _ = w.Write([]byte("ready\n"))
+		return
+	}
+	m := ms.Metrics()
+	switch {
+	case !m.Ready:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: the hub has not connected to its MQTT broker yet and keeps retrying (see its log)\n"))
+	case !m.BrokerConnected:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: the connection to the MQTT broker is lost; reconnecting (see the hub's log)\n"))
+	default:
+		_, _ = w.Write([]byte("ready\n"))
+	}
 }
 
 // ErrorBody is the body of every error response.
@@ -219,14 +278,17 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrConflict), errors.Is(err, rollout.ErrNotAllowed),
 		errors.Is(err, hub.ErrUnsignedRelease), errors.Is(err, release.ErrVersionExists),
-		errors.Is(err, release.ErrObjectExists):
+		errors.Is(err, release.ErrObjectExists), errors.Is(err, release.ErrAlreadySigned):
 		return http.StatusConflict
 	case errors.Is(err, store.ErrInvalid), errors.Is(err, rollout.ErrInvalidSpec),
 		errors.Is(err, release.ErrInvalid), errors.Is(err, release.ErrNotONNX),
-		errors.Is(err, release.ErrUnsupported), errors.Is(err, release.ErrVariantMismatch):
+		errors.Is(err, release.ErrUnsupported), errors.Is(err, release.ErrVariantMismatch),
+		errors.Is(err, release.ErrSignatureRejected), errors.Is(err, release.ErrManifestMismatch):
 		return http.StatusBadRequest
 	case errors.Is(err, hub.ErrNotRunning):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, release.ErrObjectStore):
+		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
 }

@@ -32,8 +32,13 @@
 //   - Assignments: per device, the hub draws strictly increasing sequence
 //     numbers (NextSequence, durable across restarts) and keeps the last
 //     signed assignment it published, so it can refresh or republish it.
+//   - Enrollment tokens: an operator makes a one-time token (its SHA-256
+//     hash is all that is stored, with labels, an expiry and optionally the
+//     one device ID it may enroll). ConsumeEnrollToken uses it exactly once,
+//     atomically: it marks it used and registers the device with the
+//     token's labels as hub labels, before the device ever connects.
 //
 // Times are stored with microsecond precision and returned in UTC. Methods
-// return errors wrapping ErrNotFound, ErrConflict or ErrInvalid where callers
+// return errors wrapping ErrNotFound, ErrConflict, ErrInvalid or ErrExpired where callers
 // need to branch; other errors mean the database failed.
 package store

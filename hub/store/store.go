@@ -21,6 +21,8 @@ var (
 	// ErrInvalid: the input is malformed (bad selector, unknown status,
 	// empty name, …); the message says which field and why.
 	ErrInvalid = errors.New("invalid")
+	// ErrExpired: an enrollment token past its expiry.
+	ErrExpired = errors.New("expired")
 )
 
 // Store is everything the hub persists. Implementations are safe for
@@ -125,6 +127,26 @@ type Store interface {
 	SaveAssignment(ctx context.Context, a SignedAssignment) error
 	// LastAssignment returns the device's last saved assignment, or ErrNotFound.
 	LastAssignment(ctx context.Context, device string) (SignedAssignment, error)
+
+	// CreateEnrollToken stores a new one-time enrollment token (only its
+	// hash). It returns ErrInvalid (see EnrollToken.Validate) or ErrConflict
+	// if a token with the same hash exists.
+	CreateEnrollToken(ctx context.Context, t EnrollToken) error
+	// GetEnrollToken returns the token with the given hash, used or not,
+	// or ErrNotFound.
+	GetEnrollToken(ctx context.Context, hash []byte) (EnrollToken, error)
+	// ConsumeEnrollToken atomically uses the token with the given hash to
+	// enroll device at time at: it marks the token used by device, registers
+	// the device (FirstSeen = at if new) and sets the token's labels as the
+	// device's hub labels, all or nothing, and returns the used token. Of
+	// two concurrent calls with the same token exactly one succeeds. It
+	// returns ErrNotFound for an unknown token, ErrConflict for a token
+	// already used or, when the token names no device, for a device ID
+	// already registered (a token may only re-enroll the device it names),
+	// ErrExpired for a token at or past its expiry, and ErrInvalid for a
+	// device ID that is not valid or not the one the token names. A failed
+	// call leaves the token unused.
+	ConsumeEnrollToken(ctx context.Context, hash []byte, device string, at time.Time) (EnrollToken, error)
 
 	// Prune deletes telemetry rollups and events older than before and
 	// returns how many rows went.

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -51,9 +52,10 @@ type Broker struct {
 	// PKI holds the CA and certificates when TLS is on, nil otherwise.
 	PKI *PKI
 
-	port int
-	cfg  brokerConfig
-	proc *process
+	port         int
+	cfg          brokerConfig
+	clientCAFile string // the CA bundle of WithClientCA, "" without
+	proc         *process
 }
 
 // BrokerOption configures the broker that Mosquitto starts.
@@ -66,6 +68,7 @@ type brokerConfig struct {
 	tls         bool
 	requireCert bool
 	acl         *string
+	clientCAs   []string // extra PEM files of CAs whose client certificates are accepted
 	extra       []string
 	ports       func() (int, error) // chooses listen ports; tests inject conflicts
 }
@@ -100,6 +103,17 @@ func WithTLS() BrokerOption {
 // (require_certificate true).
 func WithClientCertRequired() BrokerOption {
 	return func(c *brokerConfig) { c.tls, c.requireCert = true, true }
+}
+
+// WithClientCA makes the broker also accept client certificates signed by
+// the CA in the PEM file caFile (a hub's device CA, say), besides those of
+// Broker.PKI. It implies WithClientCertRequired. The file is read when the
+// broker starts. Repeat it for more CAs.
+func WithClientCA(caFile string) BrokerOption {
+	return func(c *brokerConfig) {
+		c.tls, c.requireCert = true, true
+		c.clientCAs = append(c.clientCAs, caFile)
+	}
 }
 
 // WithACL writes rules, in mosquitto's acl_file syntax, to Broker.ACLFile and
@@ -237,6 +251,24 @@ func (b *Broker) prepare() error {
 			return fmt.Errorf("generate certificates: %w", err)
 		}
 		b.PKI = p
+		if len(b.cfg.clientCAs) > 0 {
+			// One cafile holds every CA the listener trusts for clients.
+			bundle, err := os.ReadFile(p.CAFile)
+			if err != nil {
+				return err
+			}
+			for _, f := range b.cfg.clientCAs {
+				extra, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("client CA: %w", err)
+				}
+				bundle = append(append(bundle, '\n'), extra...)
+			}
+			b.clientCAFile = filepath.Join(b.Dir, "client-cas.pem")
+			if err := writeFile(b.clientCAFile, bundle); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -297,7 +329,7 @@ func (b *Broker) configLines() []string {
 	lines = append(lines, fmt.Sprintf("listener %d 127.0.0.1", b.port))
 	if p := b.PKI; p != nil {
 		lines = append(lines,
-			"cafile "+p.CAFile,
+			"cafile "+cmp.Or(b.clientCAFile, p.CAFile),
 			"certfile "+p.Server.CertFile,
 			"keyfile "+p.Server.KeyFile,
 			"require_certificate "+strconv.FormatBool(b.cfg.requireCert),

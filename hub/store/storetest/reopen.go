@@ -52,6 +52,23 @@ func RunReopen(t *testing.T, open func(t *testing.T, name string) store.Store) {
 		}
 	})
 
+	t.Run("EnrollTokensStayUsed", func(t *testing.T) {
+		ctx := t.Context()
+		s := mustOpen(t, "tokens")
+		wantErr(t, "CreateEnrollToken", s.CreateEnrollToken(ctx, NewEnrollToken("once", "", map[string]string{"site": "a"})), nil)
+		closeStore(t, s)
+		s = mustOpen(t, "tokens")
+		_, err := s.ConsumeEnrollToken(ctx, TokenHash("once"), "edge-1", T0)
+		wantErr(t, "ConsumeEnrollToken after reopening", err, nil)
+		closeStore(t, s)
+		s = mustOpen(t, "tokens")
+		_, err = s.ConsumeEnrollToken(ctx, TokenHash("once"), "edge-2", T0)
+		wantErr(t, "ConsumeEnrollToken again after reopening", err, store.ErrConflict)
+		if d, err := s.GetDevice(ctx, "edge-1"); err != nil || d.Labels["site"] != "a" {
+			t.Errorf("enrolled device after reopening: %+v, %v", d, err)
+		}
+	})
+
 	t.Run("DataSurvives", func(t *testing.T) {
 		ctx := t.Context()
 		s := mustOpen(t, "data")

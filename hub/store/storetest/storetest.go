@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Telemetry", func(t *testing.T) { testTelemetry(t, open) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, open) })
 	t.Run("Assignments", func(t *testing.T) { testAssignments(t, open) })
+	t.Run("EnrollTokens", func(t *testing.T) { testEnrollTokens(t, open) })
 	t.Run("Prune", func(t *testing.T) { testPrune(t, open) })
 	t.Run("ConcurrentUse", func(t *testing.T) { testConcurrentUse(t, open) })
 	t.Run("CanceledContext", func(t *testing.T) { testCanceled(t, open) })
@@ -61,6 +62,10 @@ func testCanceled(t *testing.T, open opener) {
 			return s.AddTelemetry(ctx, "edge-1", Payload(T0, "m", report.ModelTelemetry{Requests: 1}))
 		},
 		"QueryTelemetry": func() error { _, err := s.QueryTelemetry(ctx, store.TelemetryQuery{}); return err },
+		"ConsumeEnrollToken": func() error {
+			_, err := s.ConsumeEnrollToken(ctx, TokenHash("t"), "edge-1", T0)
+			return err
+		},
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, context.Canceled) {
