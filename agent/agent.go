@@ -59,6 +59,7 @@ type Agent struct {
 	httpAddr string
 	front    *serve.MQTT
 	rec      *telemetry.Recorder
+	broker   *brokerTracker
 }
 
 type inMsg struct {
@@ -96,12 +97,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.closeModels()
 	a.restore(ctx)
+	// Local clients are served from here on, whether or not the broker
+	// accepts the agent: a refused or unreachable broker must not stop
+	// inference with the installed models.
+	stopHTTP, err := a.startHTTP(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 
+	tracker := newBrokerTracker(a.cfg.DataDir, a.cfg.MQTT.Brokers, func(err error) { a.log.Warn("broker status", "err", err) })
+	a.mu.Lock()
+	a.broker = tracker
+	a.mu.Unlock()
+	tracker.set(BrokerConnecting)
+	defer tracker.set(BrokerStopped)
 	online := &bus.Message{Topic: a.topics.Online(a.cfg.DeviceID), Payload: []byte("false"), QoS: 1, Retained: true}
 	client, err := bus.Connect(ctx, a.cfg.BusConfig(), bus.Options{
-		Will:      online,
-		OnConnect: a.onConnect,
-		Logger:    a.log,
+		Will: online,
+		OnConnect: func() {
+			tracker.set(BrokerConnected)
+			a.onConnect()
+		},
+		OnConnectError: func(err error) {
+			if tracker.failed(err, true) == BrokerRefused {
+				a.log.Error("the broker refuses this device; installed models keep serving locally. Fix the MQTT credentials and restart the agent (see `fleetagent status`)",
+					"brokers", a.cfg.MQTT.Brokers, "err", err)
+			}
+		},
+		OnConnectionLost: func(err error) { tracker.failed(err, false) },
+		Logger:           a.log,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -120,11 +145,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := client.Subscribe(ctx, a.topics.Assignment(a.cfg.DeviceID), 1, func(m bus.Message) { a.enqueue(ctx, bus.KindAssignment, m.Payload) }); err != nil {
 		return err
 	}
-	stopHTTP, err := a.startHTTP(ctx)
-	if err != nil {
-		return err
-	}
-	defer stopHTTP()
 	front := serve.NewMQTT(client, a.topics, a.cfg.DeviceID, a, serve.MQTTOptions{Logger: a.log})
 	frontDone := make(chan error, 1)
 	go func() { frontDone <- front.Run(ctx) }()

@@ -53,12 +53,12 @@ type harness struct {
 	stop  func()
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, brokerOpts ...testenv.BrokerOption) *harness {
 	t.Helper()
 	runtimetest.Init(t)
 	h := &harness{
 		t:      t,
-		broker: testenv.Mosquitto(t),
+		broker: testenv.Mosquitto(t, brokerOpts...),
 		s3:     testenv.MinIO(t),
 		trust:  fleettest.NewTrust(t),
 		topics: bus.NewTopics(""),

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/modelfleet/modelfleet/agent"
 	"github.com/modelfleet/modelfleet/agent/state"
 	"github.com/modelfleet/modelfleet/internal/cli"
 )
@@ -15,9 +20,11 @@ import (
 func newStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the models installed on this device, from the agent's state file",
-		Long: `Show what the agent has installed and serves, read from the state file in
-the data directory. It works whether or not the agent is running.`,
+		Short: "Show the models installed on this device and the broker connection",
+		Long: `Show what the agent has installed and serves, and the state of its MQTT
+connection (connected, connecting, refused, with the last error), read from
+the files the agent keeps in the data directory. It works whether or not the
+agent is running; "updated" says when the agent last wrote the broker state.`,
 		Example: `  fleetagent status --config /etc/modelfleet/agent.yaml
   fleetagent status --data-dir /var/lib/modelfleet -o json`,
 		Args: cobra.NoArgs,
@@ -44,11 +51,21 @@ the data directory. It works whether or not the agent is running.`,
 		if err != nil {
 			return err
 		}
+		broker, berr := agent.ReadBrokerStatus(cfg.DataDir)
 		if *out == cli.OutputJSON {
-			return cli.WriteJSON(cmd.OutOrStdout(), st)
+			out := struct {
+				*state.State
+				Broker *agent.BrokerStatus `json:"broker,omitempty"`
+			}{State: st}
+			if berr == nil {
+				out.Broker = &broker
+			}
+			return cli.WriteJSON(cmd.OutOrStdout(), out)
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-		fmt.Fprintf(w, "device:\t%s\ndata dir:\t%s\n\n", cfg.DeviceID, cfg.DataDir)
+		fmt.Fprintf(w, "device:\t%s\ndata dir:\t%s\n", cfg.DeviceID, cfg.DataDir)
+		printBroker(w, broker, berr)
+		fmt.Fprintln(w)
 		if len(st.Models) == 0 {
 			fmt.Fprintln(w, "no models installed")
 			return w.Flush()
@@ -61,6 +78,30 @@ the data directory. It works whether or not the agent is running.`,
 		return w.Flush()
 	}
 	return cmd
+}
+
+// printBroker prints the broker connection lines of `status`.
+func printBroker(w io.Writer, b agent.BrokerStatus, err error) {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintln(w, "broker:\tunknown (the agent has not recorded a connection state yet)")
+		return
+	case err != nil:
+		fmt.Fprintf(w, "broker:\tunknown (%v)\n", err)
+		return
+	}
+	fmt.Fprintf(w, "broker:\t%s since %s (%s)\n", b.State, b.Since.Local().Format(time.RFC3339), strings.Join(b.Brokers, ", "))
+	if b.LastError != "" && b.LastErrorAt != nil {
+		fmt.Fprintf(w, "last broker error:\t%s at %s", b.LastError, b.LastErrorAt.Local().Format(time.RFC3339))
+		if b.FailedAttempts > 0 {
+			fmt.Fprintf(w, " (%d failed attempts)", b.FailedAttempts)
+		}
+		fmt.Fprintln(w)
+	}
+	if b.Hint != "" {
+		fmt.Fprintf(w, "what to do:\t%s\n", b.Hint)
+	}
+	fmt.Fprintf(w, "updated:\t%s\n", b.Updated.Local().Format(time.RFC3339))
 }
 
 func ver(in *state.Install) string {

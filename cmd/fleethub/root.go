@@ -21,5 +21,6 @@ and collects their state and telemetry.`,
 	root.AddCommand(cli.VersionCommand("fleethub"))
 	root.AddCommand(newKeysCommand(), newManifestCommand(), newAssignmentCommand())
 	root.AddCommand(newServeCommand(), newDevCommand(), newModelCommand(), newRolloutCommand(), newDevicesCommand())
+	root.AddCommand(newBrokerCommand(), newS3Command())
 	return root
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Config configures a connection to the MQTT broker.
@@ -101,9 +102,34 @@ type Options struct {
 	// OnConnect runs (on its own goroutine) after every successful
 	// (re)connection, after subscriptions were renewed.
 	OnConnect func()
+	// OnConnectError runs after every failed connection attempt, the first
+	// connection's and reconnections', with the reason: a network or TLS
+	// error, or the broker's refusal (see IsRefused). It must return
+	// quickly.
+	OnConnectError func(err error)
+	// OnConnectionLost runs when an established connection drops.
+	OnConnectionLost func(err error)
 	// Logger receives connection events; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// IsRefused reports whether err means the broker, or its TLS layer,
+// rejected this client: bad credentials, not authorised, an unknown or
+// refused certificate. Retrying soon cannot help; the configuration must
+// change (e.g. credentials rotated on the broker but not on the device).
+func IsRefused(err error) bool {
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	return errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected) ||
+		errors.As(err, &alert) || errors.As(err, &verify)
+}
+
+// connectLogEvery bounds how often an unchanged connection failure is
+// logged again: a device refused for hours logs a line every few minutes,
+// not one per attempt.
+const connectLogEvery = 5 * time.Minute
 
 // maxQueued bounds the per-subscription queue. QoS 1 messages are never
 // dropped (the broker re-delivers unacknowledged messages only on reconnect,
@@ -132,6 +158,15 @@ type Client struct {
 	mu   sync.Mutex // guards all following fields
 	subs map[string]*subscription
 	wg   sync.WaitGroup
+
+	failLog struct {
+		every time.Duration // set once by Connect
+
+		mu       sync.Mutex // guards all following fields
+		last     string     // the key of the last logged reason
+		at       time.Time  // when it was logged
+		attempts int        // failed attempts since then
+	}
 }
 
 // Connect dials the broker and returns once connected or ctx ends. After the
@@ -149,6 +184,7 @@ func Connect(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 		log = slog.Default()
 	}
 	cl := &Client{log: log.With("component", "mqtt"), opts: opts, subs: map[string]*subscription{}}
+	cl.failLog.every = connectLogEvery
 
 	keepAlive := time.Duration(cfg.KeepAliveSeconds) * time.Second
 	if keepAlive <= 0 {
@@ -168,8 +204,9 @@ func Connect(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 		SetCleanSession(false). // keep queued messages and subscriptions across reconnects
 		SetResumeSubs(true).
 		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
+		// The first connection is retried by connectLoop, which backs off
+		// when the broker refuses us; reconnections by paho, with backoff.
+		SetConnectRetry(false).
 		SetMaxReconnectInterval(maxReconnect).
 		SetKeepAlive(keepAlive).
 		SetPingTimeout(10 * time.Second).
@@ -188,43 +225,95 @@ func Connect(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 	po.SetOnConnectHandler(func(paho.Client) { go cl.onConnect() })
 	po.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		cl.log.Warn("connection lost; reconnecting", "err", err)
+		if opts.OnConnectionLost != nil {
+			opts.OnConnectionLost(err)
+		}
+	})
+	po.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+		if f, ok := n.(paho.ConnectionNotificationFailed); ok {
+			cl.connectFailed(f.Reason, cfg.Brokers)
+		}
 	})
 	po.SetReconnectingHandler(func(_ paho.Client, o *paho.ClientOptions) {
 		cl.log.Info("reconnecting to broker")
 	})
 	cl.c = paho.NewClient(po)
 
-	tok := cl.c.Connect()
-	// Connect retries on its own; say so, or a wrong broker URL looks like a hang.
-	waiting := time.NewTicker(10 * time.Second)
-	defer waiting.Stop()
-wait:
-	for {
-		select {
-		case <-tok.Done():
-			break wait
-		case <-ctx.Done():
-			break wait
-		case <-waiting.C:
-			cl.log.Warn("still waiting for the broker", "brokers", cfg.Brokers)
-		}
-	}
-	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil {
-			cl.c.Disconnect(0)
-			return nil, fmt.Errorf("mqtt connect %v: %w", cfg.Brokers, err)
-		}
-	case <-ctx.Done():
+	if err := cl.connectLoop(ctx, maxReconnect); err != nil {
 		cl.c.Disconnect(0)
-		return nil, fmt.Errorf("mqtt connect %v: %w", cfg.Brokers, ctx.Err())
+		return nil, fmt.Errorf("mqtt connect %v: %w", cfg.Brokers, err)
 	}
-	// With ConnectRetry the token completes on the first successful connection.
 	return cl, nil
+}
+
+// connectLoop tries to connect until it succeeds or ctx ends. An
+// unreachable broker is tried again every second; a broker that refuses the
+// client (IsRefused) with a doubling delay up to maxDelay, so a device with
+// stale credentials does not hammer the broker.
+func (cl *Client) connectLoop(ctx context.Context, maxDelay time.Duration) error {
+	delay := time.Second
+	for {
+		err := wait(ctx, cl.c.Connect())
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if IsRefused(err) {
+			delay = min(2*delay, maxDelay)
+		} else {
+			delay = time.Second
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// connectFailed reports a failed connection attempt: to OnConnectError,
+// and to the log when the reason changed or connectLogEvery passed.
+func (cl *Client) connectFailed(err error, brokers []string) {
+	if cl.opts.OnConnectError != nil {
+		cl.opts.OnConnectError(err)
+	}
+	// A refusal is logged again when its reason changes; network errors
+	// count as one reason, as their text changes with every attempt
+	// (ephemeral ports).
+	key := "unreachable"
+	if IsRefused(err) {
+		key = err.Error()
+	}
+	fl := &cl.failLog
+	fl.mu.Lock()
+	fl.attempts++
+	now := time.Now()
+	show := key != fl.last || now.Sub(fl.at) >= fl.every
+	attempts := fl.attempts
+	if show {
+		fl.last, fl.at, fl.attempts = key, now, 0
+	}
+	fl.mu.Unlock()
+	if !show {
+		return
+	}
+	if IsRefused(err) {
+		cl.log.Error("the broker refused the connection; check this client's credentials (user name and password, or client certificate) against the broker's; retrying with backoff",
+			"brokers", brokers, "err", err, "attempts", attempts)
+		return
+	}
+	cl.log.Warn("cannot connect to the broker; retrying", "brokers", brokers, "err", err, "attempts", attempts)
 }
 
 func (cl *Client) onConnect() {
 	cl.log.Info("connected to broker")
+	cl.failLog.mu.Lock()
+	cl.failLog.last, cl.failLog.attempts = "", 0 // the next failure is news
+	cl.failLog.mu.Unlock()
 	cl.mu.Lock()
 	subs := make([]*subscription, 0, len(cl.subs))
 	for _, s := range cl.subs {

@@ -1,51 +1,19 @@
 package testenv
 
-import (
-	"crypto/pbkdf2"
-	"crypto/rand"
-	"crypto/sha512"
-	"encoding/base64"
-	"fmt"
-	"strings"
-)
+import "github.com/modelfleet/modelfleet/internal/mqttpasswd"
 
-// Mosquitto 2.0 stores passwords as "$7$<iterations>$<base64 salt>$<base64
-// hash>": PBKDF2-HMAC-SHA512 over the raw salt bytes, with the parameters
-// mosquitto_passwd uses by default.
-const (
-	mosquittoPBKDF2Iterations = 101
-	mosquittoSaltBytes        = 12
-	mosquittoHashBytes        = 64
-)
+// The password file format lives in internal/mqttpasswd, shared with the
+// hub's broker config generator.
+const mosquittoPBKDF2Iterations = mqttpasswd.Iterations
 
 // mosquittoPasswordHash returns the password file hash of password with the
 // given salt.
 func mosquittoPasswordHash(password string, salt []byte, iterations int) (string, error) {
-	key, err := pbkdf2.Key(sha512.New, password, salt, iterations, mosquittoHashBytes)
-	if err != nil {
-		return "", fmt.Errorf("pbkdf2: %w", err)
-	}
-	return fmt.Sprintf("$7$%d$%s$%s", iterations,
-		base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(key)), nil
+	return mqttpasswd.Hash(password, salt, iterations)
 }
 
 // mosquittoPasswordFile renders a password file for users (name → password)
 // in the order given by names, each with a fresh random salt.
 func mosquittoPasswordFile(names []string, users map[string]string) ([]byte, error) {
-	var b strings.Builder
-	for _, name := range names {
-		if name == "" || strings.ContainsAny(name, ":\n") {
-			return nil, fmt.Errorf("user name %q: must be non-empty without ':' or newline", name)
-		}
-		salt := make([]byte, mosquittoSaltBytes)
-		if _, err := rand.Read(salt); err != nil {
-			return nil, err
-		}
-		h, err := mosquittoPasswordHash(users[name], salt, mosquittoPBKDF2Iterations)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&b, "%s:%s\n", name, h)
-	}
-	return []byte(b.String()), nil
+	return mqttpasswd.File(names, users)
 }
