@@ -8,6 +8,7 @@ LDFLAGS      := -s -w -X github.com/modelfleet/modelfleet/internal/buildinfo.Ver
 TEST_TIMEOUT ?= 25m
 FUZZ_TIME    ?= 5s
 BENCH_TIME   ?= 1s
+DEMO_FLAGS   ?=
 
 # Tests and tools find the components installed by `make deps` through these.
 export CGO_ENABLED       := 1
@@ -64,9 +65,8 @@ bench: deps ## Run the benchmarks (ratios against in-run baselines)
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./...
 
 .PHONY: demo
-demo: ## Run the end-to-end demo on the embedded defaults
-	@echo "make demo: not built yet — the end-to-end demo lands with issue 7 (see README.md)." >&2
-	@exit 1
+demo: deps build ## Run the end-to-end demo on the embedded defaults (data and logs in .demo/; DEMO_FLAGS=--short)
+	$(GO) run ./examples/demo $(DEMO_FLAGS)
 
 .PHONY: clean
 clean: ## Remove build output (keeps the .deps/ cache; use clean-deps for that)
