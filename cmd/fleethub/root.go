@@ -22,5 +22,6 @@ and collects their state and telemetry.`,
 	root.AddCommand(newKeysCommand(), newManifestCommand(), newAssignmentCommand())
 	root.AddCommand(newServeCommand(), newDevCommand(), newModelCommand(), newRolloutCommand(), newDevicesCommand())
 	root.AddCommand(newBrokerCommand(), newS3Command())
+	root.AddCommand(newSimulateCommand())
 	return root
 }
