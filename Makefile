@@ -60,9 +60,14 @@ fuzz: ## Run every fuzz target for FUZZ_TIME each (make fuzz FUZZ_TIME=5m)
 chaos: deps ## Kill the agent 200 times during installs (longer than the run in make test)
 	MODELFLEET_CHAOS_ITERATIONS=200 $(GO) test -count=1 -timeout 60m -run TestKillDuringInstall -v ./cmd/fleetagent
 
+# make bench BENCH_ROUNDS=3 BENCH_AGENTS=100,1000 BENCH_BUDGET=10m for a shorter run.
+BENCH_ROUNDS ?= 7
+BENCH_AGENTS ?= 100,1000,5000
+BENCH_BUDGET ?= 18m
 .PHONY: bench
-bench: deps ## Run the benchmarks (ratios against in-run baselines)
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) ./...
+bench: deps build ## Run the benchmarks in alternating rounds; write BENCHMARKS.md and docs/bench/convergence.png
+	$(GO) run ./scripts/benchreport -rounds $(BENCH_ROUNDS) -benchtime $(BENCH_TIME) \
+		-agents $(BENCH_AGENTS) -budget $(BENCH_BUDGET) -invocation 'make bench'
 
 .PHONY: demo
 demo: deps build ## Run the end-to-end demo on the embedded defaults (data and logs in .demo/; DEMO_FLAGS=--short)
