@@ -27,7 +27,9 @@
 //
 // Authentication: when Options.Token is set, every /api/ request must carry
 // "Authorization: Bearer <token>" (compared in constant time), or it gets
-// 401. /healthz and /metrics are open so probes and scrapers need no secret.
+// 401. /healthz, /readyz and /metrics are open so probes and scrapers need
+// no secret. The exception under /api/ is POST /api/v1/enroll, which a
+// device calls with its one-time enrollment token instead (enroll.go).
 package api
 
 import (
