@@ -3,6 +3,7 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,7 +76,9 @@ func (a *Assignment) Kind() string { return KindAssignment }
 func (a *Assignment) setHeader() { a.Schema, a.Type = SchemaV1, KindAssignment }
 
 // Ref returns "device D sequence N" for messages.
-func (a *Assignment) Ref() string { return fmt.Sprintf("device %s sequence %d", a.Device, a.Sequence) }
+func (a *Assignment) Ref() string {
+	return "device " + a.Device + " sequence " + strconv.FormatUint(a.Sequence, 10)
+}
 
 // ValidateDeviceID checks a device ID. It returns an error wrapping ErrMalformed.
 func ValidateDeviceID(id string) error {

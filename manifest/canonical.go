@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"bytes"
 	"fmt"
 	"slices"
 	"strconv"
@@ -52,10 +51,17 @@ const (
 )
 
 // node is one parsed JSON value. Object members are kept sorted by key.
+//
+// Nodes are never changed once parsed: a Verifier shares the trees of
+// manifest envelopes it verified between documents (see subtrees).
 type node struct {
 	kind    nodeKind
 	boolean bool
-	str     string // string value, or the canonical integer literal
+	// canon is true when the source text of the value was already its
+	// canonical form. For an array or object, str then holds that text, so
+	// that it is emitted with one copy instead of being re-encoded.
+	canon   bool
+	str     string // string value, the canonical integer literal, or the canonical text of a canon array or object
 	elems   []*node
 	members []member
 	size    int // bytes of the source text of an array or object: at least its canonical size
@@ -84,6 +90,15 @@ func (n *node) get(key string) *node {
 func (n *node) canonical() []byte { return n.appendCanonical(make([]byte, 0, n.size+2)) }
 
 func (n *node) appendCanonical(b []byte) []byte {
+	if n.canon && (n.kind == kindArray || n.kind == kindObject) {
+		return append(b, n.str...)
+	}
+	return n.encodeCanonical(b)
+}
+
+// encodeCanonical emits n from its parts; appendCanonical copies the
+// source text instead when it was canonical already.
+func (n *node) encodeCanonical(b []byte) []byte {
 	switch n.kind {
 	case kindNull:
 		return append(b, "null"...)
@@ -166,17 +181,40 @@ type scanner struct {
 	text  string // data as one string: unescaped strings are substrings of it
 	pos   int
 	depth int
-	// Nodes come from slabs and members and elements are gathered on
-	// scratch stacks then copied once: a few large allocations instead of
-	// one per value.
-	slab    []node
-	members []member
-	elems   []*node
+	// spaces counts the whitespace bytes skipped so far: an array or object
+	// during which it did not change has no insignificant whitespace.
+	spaces int
+	// Nodes, members and elements come from slabs: members and elements
+	// are gathered on the scratch stacks, then copied once into a slab. A
+	// few large allocations instead of one or two per value.
+	slab       []node
+	slabSize   int
+	members    []member
+	elems      []*node
+	memberSlab []member
+	elemSlab   []*node
+	// known, when set, supplies trees of values parsed before (see
+	// subtrees).
+	known subtrees
+}
+
+// subtrees hands the scanner the parsed trees of values it has seen
+// before: a Verifier's verified manifest envelopes, which an assignment
+// embeds again and again.
+type subtrees interface {
+	// match returns a tree whose canonical text (its str, the tree being
+	// canon) is a prefix of rest, and the tree's nesting depth; or nil.
+	// The tree must have been parsed from exactly that text: the scanner
+	// then skips the text and uses the tree as if it had parsed it.
+	match(rest []byte) (n *node, depth int)
 }
 
 func (s *scanner) newNode(k nodeKind) *node {
 	if len(s.slab) == 0 {
-		s.slab = make([]node, 64)
+		// Slabs double from 32 nodes up to 1024: small documents (or
+		// mostly grafted ones) allocate little, large ones rarely.
+		s.slabSize = min(max(2*s.slabSize, 32), 1024)
+		s.slab = make([]node, s.slabSize)
 	}
 	n := &s.slab[0]
 	s.slab = s.slab[1:]
@@ -184,11 +222,36 @@ func (s *scanner) newNode(k nodeKind) *node {
 	return n
 }
 
-func parseJSON(raw []byte) (*node, error) {
+// keepMembers copies ms into the member slab. The result's capacity ends
+// at its length, so appending to it never overwrites a neighbour.
+func (s *scanner) keepMembers(ms []member) []member {
+	if len(ms) > cap(s.memberSlab)-len(s.memberSlab) {
+		s.memberSlab = make([]member, 0, max(len(ms), s.slabSize))
+	}
+	i := len(s.memberSlab)
+	s.memberSlab = append(s.memberSlab, ms...)
+	return s.memberSlab[i:len(s.memberSlab):len(s.memberSlab)]
+}
+
+// keepElems is keepMembers for array elements.
+func (s *scanner) keepElems(es []*node) []*node {
+	if len(es) > cap(s.elemSlab)-len(s.elemSlab) {
+		s.elemSlab = make([]*node, 0, max(len(es), s.slabSize))
+	}
+	i := len(s.elemSlab)
+	s.elemSlab = append(s.elemSlab, es...)
+	return s.elemSlab[i:len(s.elemSlab):len(s.elemSlab)]
+}
+
+func parseJSON(raw []byte) (*node, error) { return parseJSONWith(raw, nil) }
+
+// parseJSONWith parses raw, taking the trees of values known supplies
+// instead of parsing them again. The result is the same as parseJSON's.
+func parseJSONWith(raw []byte, known subtrees) (*node, error) {
 	if !utf8.Valid(raw) {
 		return nil, malformed("document is not valid UTF-8")
 	}
-	s := &scanner{data: raw, text: string(raw)}
+	s := &scanner{data: raw, text: string(raw), known: known}
 	s.skipSpace()
 	n, err := s.value()
 	if err != nil {
@@ -204,18 +267,21 @@ func parseJSON(raw []byte) (*node, error) {
 // syntax reports invalid JSON; the other errors are stricter rules on
 // valid JSON.
 func (s *scanner) syntax(msg string) error {
-	return &formatError{err: ErrMalformed, msg: fmt.Sprintf("invalid JSON at byte %d: %s", s.pos, msg), syntax: true}
+	return &formatError{err: ErrMalformed, msg: "invalid JSON at byte " + strconv.Itoa(s.pos) + ": " + msg, syntax: true}
 }
 
 func (s *scanner) skipSpace() {
+	start := s.pos
 	for s.pos < len(s.data) {
 		switch s.data[s.pos] {
 		case ' ', '\t', '\n', '\r':
 			s.pos++
 		default:
+			s.spaces += s.pos - start
 			return
 		}
 	}
+	s.spaces += s.pos - start
 }
 
 func (s *scanner) value() (*node, error) {
@@ -224,16 +290,23 @@ func (s *scanner) value() (*node, error) {
 	}
 	switch c := s.data[s.pos]; {
 	case c == '{':
+		if s.known != nil {
+			if n, d := s.known.match(s.data[s.pos:]); n != nil && s.depth+d <= MaxDepth {
+				s.pos += len(n.str)
+				return n, nil
+			}
+		}
 		return s.object()
 	case c == '[':
 		return s.array()
 	case c == '"':
-		str, err := s.string()
+		str, canon, err := s.string()
 		if err != nil {
 			return nil, err
 		}
 		n := s.newNode(kindString)
 		n.str = str
+		n.canon = canon
 		return n, nil
 	case c == 't':
 		n := s.newNode(kindBool)
@@ -251,10 +324,11 @@ func (s *scanner) value() (*node, error) {
 }
 
 func (s *scanner) literal(lit string, n *node) (*node, error) {
-	if !bytes.HasPrefix(s.data[s.pos:], []byte(lit)) {
+	if !strings.HasPrefix(s.text[s.pos:], lit) {
 		return nil, s.syntax("invalid literal")
 	}
 	s.pos += len(lit)
+	n.canon = true
 	return n, nil
 }
 
@@ -268,25 +342,37 @@ func (s *scanner) enter() error {
 	return nil
 }
 
+// leave finishes an array or object that started at start: its size and,
+// when canon, its canonical text.
+func (s *scanner) leave(n *node, start, spaces int, canon bool) {
+	s.depth--
+	n.size = s.pos - start
+	if canon && s.spaces == spaces {
+		n.canon = true
+		n.str = s.text[start:s.pos]
+	}
+}
+
 func (s *scanner) array() (*node, error) {
-	start := s.pos
+	start, spaces := s.pos, s.spaces
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	n := s.newNode(kindArray)
-	defer func() { n.size = s.pos - start }()
 	if s.pos < len(s.data) && s.data[s.pos] == ']' {
 		s.pos++
-		s.depth--
+		s.leave(n, start, spaces, true)
 		return n, nil
 	}
 	base := len(s.elems)
+	canon := true
 	for {
 		s.skipSpace()
 		e, err := s.value()
 		if err != nil {
 			return nil, err
 		}
+		canon = canon && e.canon
 		s.elems = append(s.elems, e)
 		s.skipSpace()
 		if s.pos >= len(s.data) {
@@ -295,9 +381,9 @@ func (s *scanner) array() (*node, error) {
 		c := s.data[s.pos]
 		s.pos++
 		if c == ']' {
-			s.depth--
-			n.elems = slices.Clone(s.elems[base:])
+			n.elems = s.keepElems(s.elems[base:])
 			s.elems = s.elems[:base]
+			s.leave(n, start, spaces, canon)
 			return n, nil
 		}
 		if c != ',' {
@@ -307,24 +393,24 @@ func (s *scanner) array() (*node, error) {
 }
 
 func (s *scanner) object() (*node, error) {
-	start := s.pos
+	start, spaces := s.pos, s.spaces
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	n := s.newNode(kindObject)
-	defer func() { n.size = s.pos - start }()
 	if s.pos < len(s.data) && s.data[s.pos] == '}' {
 		s.pos++
-		s.depth--
+		s.leave(n, start, spaces, true)
 		return n, nil
 	}
 	base := len(s.members)
+	canon := true
 	for {
 		s.skipSpace()
 		if s.pos >= len(s.data) || s.data[s.pos] != '"' {
 			return nil, s.syntax("expected a string object key")
 		}
-		key, err := s.string()
+		key, keyCanon, err := s.string()
 		if err != nil {
 			return nil, err
 		}
@@ -338,6 +424,7 @@ func (s *scanner) object() (*node, error) {
 		if err != nil {
 			return nil, err
 		}
+		canon = canon && keyCanon && val.canon
 		s.members = append(s.members, member{key: key, val: val})
 		s.skipSpace()
 		if s.pos >= len(s.data) {
@@ -352,21 +439,34 @@ func (s *scanner) object() (*node, error) {
 			return nil, s.syntax("expected , or } in object")
 		}
 	}
-	s.depth--
-	n.members = slices.Clone(s.members[base:])
+	n.members = s.keepMembers(s.members[base:])
 	s.members = s.members[:base]
-	slices.SortFunc(n.members, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	// Members in strictly increasing order (the canonical order) need
+	// neither sorting nor a duplicate check.
+	sorted := true
 	for i := 1; i < len(n.members); i++ {
-		if n.members[i].key == n.members[i-1].key {
-			return nil, malformed(fmt.Sprintf("duplicate object key %q", n.members[i].key))
+		if n.members[i-1].key >= n.members[i].key {
+			sorted = false
+			break
 		}
 	}
+	if !sorted {
+		slices.SortFunc(n.members, func(a, b member) int { return strings.Compare(a.key, b.key) })
+		for i := 1; i < len(n.members); i++ {
+			if n.members[i].key == n.members[i-1].key {
+				return nil, malformed(fmt.Sprintf("duplicate object key %q", n.members[i].key))
+			}
+		}
+	}
+	s.leave(n, start, spaces, canon && sorted)
 	return n, nil
 }
 
 // string reads a string literal at s.pos (the opening quote). The input is
-// known to be valid UTF-8, so only escapes need decoding.
-func (s *scanner) string() (string, error) {
+// known to be valid UTF-8, so only escapes need decoding. canon reports
+// that the literal had no escape, so that it is its own canonical form
+// (an escaped string may be too, but is re-encoded to be sure).
+func (s *scanner) string() (str string, canon bool, err error) {
 	s.pos++
 	start := s.pos
 	for s.pos < len(s.data) {
@@ -374,17 +474,18 @@ func (s *scanner) string() (string, error) {
 		if c == '"' {
 			str := s.text[start:s.pos]
 			s.pos++
-			return str, nil
+			return str, true, nil
 		}
 		if c == '\\' {
-			return s.escapedString(start)
+			str, err := s.escapedString(start)
+			return str, false, err
 		}
 		if c < 0x20 {
-			return "", s.syntax("control character in string")
+			return "", false, s.syntax("control character in string")
 		}
 		s.pos++
 	}
-	return "", s.syntax("unterminated string")
+	return "", false, s.syntax("unterminated string")
 }
 
 func (s *scanner) escapedString(start int) (string, error) {
@@ -516,12 +617,13 @@ func (s *scanner) number() (*node, error) {
 	if !integer {
 		return nil, malformed(fmt.Sprintf("number %s is not an integer: signed documents carry integers only", lit))
 	}
-	lit, err := canonicalInteger(lit)
+	canon, err := canonicalInteger(lit)
 	if err != nil {
 		return nil, err
 	}
 	n := s.newNode(kindNumber)
-	n.str = lit
+	n.str = canon
+	n.canon = canon == lit
 	return n, nil
 }
 

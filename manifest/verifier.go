@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,14 +89,12 @@ type Verifier struct {
 	root  *trustedRoot
 	state State
 	gen   uint64 // bumped on every change of root or state
-	// manifests remembers manifest envelopes (by sha256 of their canonical
-	// bytes) whose release signatures verified under the current root, with
-	// the decoded, validated manifest: assignments are refreshed often and
-	// repeat the same manifests. Dropped on root change.
-	manifests map[[32]byte]*ModelManifest
+	// manifests remembers manifest envelopes whose release signatures
+	// verified under the current root, with the decoded, validated
+	// manifest: assignments are refreshed often and repeat the same
+	// manifests. Dropped (set to nil) on root change.
+	manifests *manifestCache
 }
-
-const maxManifestCache = 1024
 
 // NewVerifier returns a Verifier trusting rootJSON, a signed root.json
 // that a threshold of its own root keys must have signed. The initial root
@@ -274,11 +273,11 @@ func (v *Verifier) VerifyManifest(raw []byte) (*VerifiedManifest, error) {
 	if err := v.checkRootExpiry(c); err != nil {
 		return nil, err
 	}
-	m, art, err := v.verifyModel(c, env)
+	m, sum, art, err := v.verifyModel(c, env, nil)
 	if err != nil {
 		return nil, err
 	}
-	vm := &VerifiedManifest{Manifest: m, Digest: digest(env.Signed), Checks: *c.passed}
+	vm := &VerifiedManifest{Manifest: m, Digest: sum, Checks: *c.passed}
 	if len(v.cfg.Variants) > 0 {
 		vm.Artifact = &art
 	}
@@ -342,7 +341,13 @@ func (v *Verifier) VerifyAssignment(raw []byte) (*VerifiedAssignment, error) {
 	if err := c.size(raw, v.cfg.MaxDocumentBytes); err != nil {
 		return nil, err
 	}
-	tree, err := parseJSON(raw)
+	// Embedded manifest envelopes verified before are grafted in, not
+	// parsed again, when their bytes are exactly the remembered ones.
+	var known subtrees
+	if v.manifests != nil {
+		known = v.manifests
+	}
+	tree, err := parseJSONWith(raw, known)
 	if err != nil {
 		return nil, c.failErr("parse", err)
 	}
@@ -368,6 +373,8 @@ func (v *Verifier) VerifyAssignment(raw []byte) (*VerifiedAssignment, error) {
 		return nil, c.failErr("structure", err)
 	}
 	c.name = a.Ref()
+	// Room for the remaining checks: the list is the result's Checks.
+	*c.passed = slices.Grow(*c.passed, 4+8*len(a.Models))
 	c.pass("structure")
 	if a.Device != v.cfg.DeviceID {
 		return nil, c.fail("device", ErrWrongDevice, fmt.Sprintf("addressed to device %q, this is %q", a.Device, v.cfg.DeviceID))
@@ -385,21 +392,30 @@ func (v *Verifier) VerifyAssignment(raw []byte) (*VerifiedAssignment, error) {
 	va := &VerifiedAssignment{Assignment: a, verifier: v, gen: v.gen}
 	for i := range a.Models {
 		entry := &a.Models[i]
-		mc := c.sub(KindModel, fmt.Sprintf("in %s models[%d]", a.Ref(), i), fmt.Sprintf("models[%d].", i))
-		menv, err := envelopeFromNode(manifests[i])
-		if err != nil {
-			return nil, mc.failErr("parse", err)
+		index := strconv.Itoa(i)
+		mc := c.sub(KindModel, "in "+c.name+" models["+index+"]", "models["+index+"].")
+		// A grafted envelope is a remembered one: parsed, checked and
+		// verified before, from exactly these bytes.
+		known := v.manifests.grafted(manifests[i])
+		var menv *Envelope
+		if known != nil {
+			menv = known.env
+			entry.Manifest = slices.Clone(menv.raw)
+		} else {
+			if menv, err = envelopeFromNode(manifests[i]); err != nil {
+				return nil, mc.failErr("parse", err)
+			}
+			entry.Manifest = menv.raw
 		}
-		entry.Manifest = menv.raw
 		mc.pass("parse")
 		if err := mc.header(menv, KindModel); err != nil {
 			return nil, err
 		}
-		m, art, err := v.verifyModel(mc, menv)
+		m, sum, art, err := v.verifyModel(mc, menv, known)
 		if err != nil {
 			return nil, err
 		}
-		vm := VerifiedModel{Entry: *entry, Manifest: m, Digest: digest(menv.Signed), Artifact: art}
+		vm := VerifiedModel{Entry: *entry, Manifest: m, Digest: sum, Artifact: art}
 		if last, ok := v.state.Models[m.Name]; ok {
 			lv, err := ParseSemver(last)
 			if err != nil {
@@ -458,39 +474,44 @@ func (v *Verifier) Accept(va *VerifiedAssignment) error {
 }
 
 // verifyModel checks a manifest envelope whose header was checked against
-// the release role and the Verifier's artifact rules. v.mu is held.
-func (v *Verifier) verifyModel(c *checklist, env *Envelope) (*ModelManifest, Artifact, error) {
-	key := sha256.Sum256(env.raw)
-	m := v.manifests[key]
-	if m != nil {
-		m = m.Clone()
+// the release role and the Verifier's artifact rules, and returns the
+// manifest, the hex sha256 of its signed bytes and the artifact. known is
+// env's cache entry when the caller has it. v.mu is held.
+func (v *Verifier) verifyModel(c *checklist, env *Envelope, known *cachedManifest) (*ModelManifest, string, Artifact, error) {
+	var key [32]byte
+	if known == nil {
+		key = sha256.Sum256(env.raw)
+		known = v.manifests.lookup(key)
+	}
+	var m *ModelManifest
+	var sum string
+	if known != nil {
+		m, sum = known.m.Clone(), known.digest
 		c.pass("signatures")
 	} else {
 		if err := v.root.checkSignatures(c, "signatures", RoleRelease, env); err != nil {
-			return nil, Artifact{}, err
+			return nil, "", Artifact{}, err
 		}
 		var err error
 		if m, err = decodeModel(env.signed, true); err != nil {
-			return nil, Artifact{}, c.failErr("structure", err)
+			return nil, "", Artifact{}, c.failErr("structure", err)
 		}
 		if err := m.Validate(); err != nil {
-			return nil, Artifact{}, c.failErr("structure", err)
+			return nil, "", Artifact{}, c.failErr("structure", err)
 		}
-		if v.manifests == nil || len(v.manifests) >= maxManifestCache {
-			v.manifests = map[[32]byte]*ModelManifest{}
-		}
-		v.manifests[key] = m.Clone()
+		sum = digest(env.Signed)
+		v.manifests = v.manifests.add(key, env, m.Clone(), sum)
 	}
 	c.name = strings.TrimSpace(m.Ref() + " " + c.name)
 	c.pass("structure")
 	if len(v.cfg.Variants) == 0 {
 		for _, a := range m.Artifacts {
 			if a.Size > v.cfg.MaxArtifactBytes {
-				return nil, Artifact{}, c.fail("artifact-size", ErrTooLarge, fmt.Sprintf("%s artifact declares %d bytes, limit %d", a.Variant, a.Size, v.cfg.MaxArtifactBytes))
+				return nil, "", Artifact{}, c.fail("artifact-size", ErrTooLarge, fmt.Sprintf("%s artifact declares %d bytes, limit %d", a.Variant, a.Size, v.cfg.MaxArtifactBytes))
 			}
 		}
 		c.pass("artifact-size")
-		return m, Artifact{}, nil
+		return m, sum, Artifact{}, nil
 	}
 	art, ok := m.Artifact(v.cfg.Variants)
 	if !ok {
@@ -498,14 +519,14 @@ func (v *Verifier) verifyModel(c *checklist, env *Envelope) (*ModelManifest, Art
 		for i, a := range m.Artifacts {
 			have[i] = a.Variant
 		}
-		return nil, Artifact{}, c.fail("artifact", ErrNoArtifact, fmt.Sprintf("manifest offers %v, this device runs %v", have, v.cfg.Variants))
+		return nil, "", Artifact{}, c.fail("artifact", ErrNoArtifact, fmt.Sprintf("manifest offers %v, this device runs %v", have, v.cfg.Variants))
 	}
 	c.pass("artifact")
 	if art.Size > v.cfg.MaxArtifactBytes {
-		return nil, Artifact{}, c.fail("artifact-size", ErrTooLarge, fmt.Sprintf("%s artifact declares %d bytes, limit %d", art.Variant, art.Size, v.cfg.MaxArtifactBytes))
+		return nil, "", Artifact{}, c.fail("artifact-size", ErrTooLarge, fmt.Sprintf("%s artifact declares %d bytes, limit %d", art.Variant, art.Size, v.cfg.MaxArtifactBytes))
 	}
 	c.pass("artifact-size")
-	return m, art, nil
+	return m, sum, art, nil
 }
 
 func (v *Verifier) checkRootExpiry(c *checklist) error {
