@@ -12,5 +12,7 @@
 // so a kill -9 at any instant restarts into a consistent state that serves
 // the last active models without the hub. Any failure before the swap
 // leaves the old model serving and is reported with its reason; a new
-// version that fails to load or warm up is rolled back.
+// version that fails to load or warm up is rolled back. An assignment that
+// asks for exactly the version serving (the hub rolling back the same
+// release) makes the model active again and clears that failure.
 package agent

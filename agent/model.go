@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
+	"strings"
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
 	"github.com/modelfleet/modelfleet/manifest"
@@ -25,25 +28,89 @@ func openModel(ctx context.Context, path string, m *manifest.ModelManifest, vari
 	}
 	sess, err := runtime.Open(ctx, path, runtimeSpecs(m.Inputs), runtimeSpecs(m.Outputs), opts)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", m.Ref(), err)
+		return nil, newStepError("load", m.Ref(), path, err)
 	}
 	var warm map[string]runtime.Tensor
 	if m.WarmUp != nil {
 		if warm, err = warmUpTensors(m); err != nil {
 			sess.Close()
-			return nil, fmt.Errorf("warm-up input of %s: %w", m.Ref(), err)
+			return nil, newStepError("warm-up input of", m.Ref(), path, err)
 		}
 	}
 	took, err := sess.WarmUp(ctx, warm)
 	if err != nil {
 		sess.Close()
-		return nil, fmt.Errorf("warm up %s: %w", m.Ref(), err)
+		return nil, newStepError("warm up", m.Ref(), path, err)
 	}
 	opts.Logger.Info("model loaded", "provider", sess.Provider(), "warmup", took.String())
 	if note := sess.ProviderNote(); note != "" {
 		opts.Logger.Warn("execution provider fallback", "note", note)
 	}
 	return sess, nil
+}
+
+// stepError is a failed step of bringing a model version up (load, warm
+// up), worded once for the operator who reads it in the device's state and
+// events: the step, the model version, and the cause. The runtime's errors
+// name the blob file, and ONNX Runtime's own message names it again; the
+// model and version say which file it is, so the path is left out.
+type stepError struct {
+	step  string // "load", "warm up", …
+	ref   string // name@version
+	cause string // err's message without the blob path
+	err   error
+}
+
+func (e *stepError) Error() string { return e.step + " " + e.ref + ": " + e.cause }
+
+func (e *stepError) Unwrap() error { return e.err }
+
+// reason is the error for an event that names the model version itself.
+func (e *stepError) reason() string { return e.step + " failed: " + e.cause }
+
+// newStepError describes err, returned by step of the model version ref
+// whose file is path. errors.Is and errors.As still see err.
+func newStepError(step, ref, path string, err error) *stepError {
+	cause := withoutPath(err, path)
+	// The runtime may name the step itself ("warm up <path>: …").
+	cause = strings.TrimPrefix(cause, step+": ")
+	return &stepError{step: step, ref: ref, cause: cause, err: err}
+}
+
+// withoutPath returns err's message without path. The runtime wraps a
+// cause as "<what> <path>: <cause>", and ONNX Runtime's message may name
+// the file again ("Load model from <path> failed:<cause>"); what comes
+// after the last mention of the path is the cause, and the runtime's
+// sentinel says what kind of failure it is.
+func withoutPath(err error, path string) string {
+	msg := err.Error()
+	first, last := strings.Index(msg, path), strings.LastIndex(msg, path)
+	if path == "" || first < 0 {
+		return msg
+	}
+	cause := strings.TrimSpace(msg[last+len(path):])
+	cause = strings.TrimSpace(strings.TrimPrefix(cause, "failed")) // ONNX Runtime: "… <path> failed:<cause>"
+	cause = strings.TrimSpace(strings.TrimPrefix(cause, ":"))
+	var what string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		what = "the model file is missing"
+	case errors.Is(err, runtime.ErrLoad):
+		what = "ONNX Runtime cannot load it"
+	case errors.Is(err, runtime.ErrSpecMismatch):
+		what = runtime.ErrSpecMismatch.Error()
+	case errors.Is(err, runtime.ErrRun):
+		what = "ONNX Runtime failed to run it"
+	default:
+		what = strings.TrimRight(msg[:first], " :")
+	}
+	switch {
+	case cause == "":
+		return what
+	case what == "":
+		return cause
+	}
+	return what + ": " + cause
 }
 
 func runtimeSpecs(specs []manifest.TensorSpec) []runtime.TensorSpec {

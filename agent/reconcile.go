@@ -147,6 +147,7 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 	a.log.Info("accepted assignment", "sequence", seq, "models", len(va.Models))
 
 	var removed []string
+	var confirmed []report.Event
 	a.update(func(st *state.State) {
 		st.Trust = mustJSON(a.verifier.State())
 		st.Assignment = raw
@@ -169,10 +170,18 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 				ShadowSamplePPM: vm.Entry.ShadowSamplePPM,
 			}
 			if m.Active != nil && m.Active.Digest == in.Digest && m.Active.Version == in.Version && m.Active.ShadowSamplePPM == in.ShadowSamplePPM {
-				if m.Pending != nil { // back to what runs: drop the install in progress
-					m.Pending = nil
-					m.Phase, m.Error = state.PhaseActive, ""
+				// The assignment asks for what serves: that is settled. An
+				// install in progress is dropped, and a failure of another
+				// version (rolled-back or failed, e.g. the agent already
+				// went back from a broken version the hub now rolls back
+				// too) is history: the phase is active again, without the
+				// old error, and an event says so.
+				if m.Phase == state.PhaseFailed || m.Phase == state.PhaseRolledBack {
+					confirmed = append(confirmed, report.Event{Type: report.EventInstalled, Model: name, Version: in.Version, Sequence: seq,
+						Reason: fmt.Sprintf("assignment %d asks for the version that kept serving: phase %s cleared, now active", seq, m.Phase)})
 				}
+				m.Pending = nil
+				m.Phase, m.Error = state.PhaseActive, ""
 				continue
 			}
 			if m.Pending != nil && m.Pending.Digest == in.Digest && m.Pending.Version == in.Version {
@@ -189,6 +198,10 @@ func (a *Agent) handleAssignment(ctx context.Context, raw []byte) bool {
 		}
 	})
 	a.applyBindings(ctx)
+	for _, ev := range confirmed {
+		a.log.Info("assignment confirms the serving version", "model", ev.Model, "version", ev.Version, "sequence", seq)
+		a.event(ctx, ev)
+	}
 	for _, name := range removed {
 		a.unload(name)
 		a.event(ctx, report.Event{Type: report.EventRemoved, Model: name, Sequence: seq})
@@ -314,6 +327,9 @@ func (a *Agent) fail(ctx context.Context, name string, in *state.Install, err er
 		typ = report.EventRolledBack
 	}
 	reason := err.Error()
+	if se := (*stepError)(nil); errors.As(err, &se) {
+		reason = se.reason() // the event names the model version itself
+	}
 	if active != "" {
 		reason += fmt.Sprintf(" (version %s keeps serving)", active)
 	}

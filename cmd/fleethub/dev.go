@@ -17,6 +17,10 @@ import (
 // devBucket is the bucket `fleethub dev` pushes models to.
 const devBucket = "models"
 
+// hubEnv is the environment variable the client commands take the hub URL
+// from when --hub is not given (see clientFlags.client).
+const hubEnv = "MODELFLEET_HUB"
+
 func newDevCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -85,14 +89,24 @@ Not for production: the keys are online and the broker authenticates nobody.`,
 			return fmt.Errorf("--api-addr %s: the dev hub has no API token, so it listens on loopback only", cfg.API.Addr)
 		}
 		return runServer(ctx, cfg, log, func(addr string) {
-			printJoin(cmd.OutOrStdout(), addr, broker.URL(), s3, filepath.Join(keyDir, keys.RootFile), filepath.Join(dir, "agent-dev-1"))
+			printJoin(cmd.OutOrStdout(), addr, os.Getenv(hubEnv), broker.URL(), s3, filepath.Join(keyDir, keys.RootFile), filepath.Join(dir, "agent-dev-1"))
 		})
 	}
 	return cmd
 }
 
+// s3Endpoint is what the banner says about the embedded S3 endpoint
+// (*devenv.S3).
+type s3Endpoint interface {
+	Endpoint() string
+	Region() string
+	AccessKey() string
+	SecretKey() string
+	Bucket() string
+}
+
 // agentCommand is the fleetagent command line that joins a dev hub.
-func agentCommand(brokerURL string, s3 *devenv.S3, rootPath, agentDir string) string {
+func agentCommand(brokerURL string, s3 s3Endpoint, rootPath, agentDir string) string {
 	return strings.Join([]string{
 		"fleetagent run",
 		"--device-id dev-1 --labels site=dev",
@@ -104,17 +118,35 @@ func agentCommand(brokerURL string, s3 *devenv.S3, rootPath, agentDir string) st
 	}, " \\\n    ")
 }
 
-func printJoin(w io.Writer, apiAddr, brokerURL string, s3 *devenv.S3, rootPath, agentDir string) {
+// printJoin prints the banner: where the hub listens, the fleetagent
+// command line that joins it and the first commands to try. envHub is the
+// MODELFLEET_HUB of the environment: when the fleethub CLI would not reach
+// the API by default (another --api-addr, or MODELFLEET_HUB pointing
+// elsewhere), the banner says how to point it there.
+func printJoin(w io.Writer, apiAddr, envHub, brokerURL string, s3 s3Endpoint, rootPath, agentDir string) {
+	url := "http://" + apiAddr
+	cliURL := envHub
+	if cliURL == "" {
+		cliURL = defaultHubURL
+	}
+	apiNote, export := "fleethub CLI default; no token", ""
+	switch {
+	case strings.TrimSuffix(cliURL, "/") != url:
+		apiNote = "no token"
+		export = fmt.Sprintf("\nPoint the fleethub CLI at it (it talks to %s now):\n  export %s=%s\n", cliURL, hubEnv, url)
+	case envHub != "":
+		apiNote = hubEnv + " points here; no token"
+	}
 	fmt.Fprintf(w, `fleethub dev is running.
-  API:    http://%s   (fleethub CLI default; no token)
+  API:    %s   (%s)
   MQTT:   %s
   S3:     %s  bucket %s
-
+%s
 Join an agent with:
   %s
 
 Then push a model and roll it out:
   fleethub model push examples/models/vibration-anomaly-v1.onnx --name vibration-anomaly --version 1.0.0
   fleethub rollout start --model vibration-anomaly --version 1.0.0 --waves 100 --soak 0s
-`, apiAddr, brokerURL, s3.Endpoint(), s3.Bucket(), agentCommand(brokerURL, s3, rootPath, agentDir))
+`, url, apiNote, brokerURL, s3.Endpoint(), s3.Bucket(), export, agentCommand(brokerURL, s3, rootPath, agentDir))
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelfleet/modelfleet/hub/api"
+	"github.com/modelfleet/modelfleet/hub/store"
 	"github.com/modelfleet/modelfleet/internal/cli"
 )
 
@@ -112,9 +116,7 @@ func newDevicesShowCommand() *cobra.Command {
 		}
 		if len(dd.Telemetry) > 0 {
 			fmt.Fprintf(w, "telemetry (minute %s):\n", dd.Telemetry[0].Minute.UTC().Format(time.RFC3339))
-			for _, t := range dd.Telemetry {
-				fmt.Fprintf(w, "  %s@%s requests %d errors %d\n", t.Model, t.Version, t.Requests, t.ErrorCount())
-			}
+			printTelemetry(w, dd.Telemetry)
 		}
 		if len(dd.Events) > 0 {
 			fmt.Fprintln(w, "recent events:")
@@ -132,6 +134,58 @@ func newDevicesShowCommand() *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// printTelemetry writes one minute's rollups as a table, one row per model
+// version: requests, errors (by kind), latency p50 and p95 of the minute's
+// merged histogram, compute time per execution provider and cold starts;
+// then a line per shadow candidate with its comparison.
+func printTelemetry(w io.Writer, rollups []store.TelemetryRollup) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  MODEL\tREQUESTS\tERRORS\tP50 MS\tP95 MS\tCOMPUTE CPU MS\tCOMPUTE GPU MS\tCOLD STARTS")
+	for _, t := range rollups {
+		errs := strconv.FormatUint(t.ErrorCount(), 10)
+		if len(t.Errors) > 0 {
+			var kinds []string
+			for _, k := range slices.Sorted(maps.Keys(t.Errors)) {
+				kinds = append(kinds, fmt.Sprintf("%s %d", k, t.Errors[k]))
+			}
+			errs += " (" + strings.Join(kinds, ", ") + ")"
+		}
+		cold := strconv.FormatUint(t.ColdStarts, 10)
+		if t.ColdStarts > 0 {
+			cold += fmt.Sprintf(" (%s ms)", formatMillis(t.ColdStartMillis))
+		}
+		fmt.Fprintf(tw, "  %s@%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Model, t.Version, t.Requests, errs,
+			formatMillis(t.Latency.Quantile(0.5)), formatMillis(t.Latency.Quantile(0.95)),
+			formatMillis(t.ComputeMillis.CPU), formatMillis(t.ComputeMillis.GPU), cold)
+	}
+	_ = tw.Flush()
+	for _, t := range rollups {
+		if sh := t.Shadow; sh.Compared > 0 {
+			fmt.Fprintf(w, "  shadow %s@%s: %d compared, %d agreed (%.1f%%), max abs diff %.4g, latency p95 %s ms\n",
+				t.Model, t.Version, sh.Compared, sh.Agreed, 100*float64(sh.Agreed)/float64(sh.Compared), sh.MaxAbsDiff,
+				formatMillis(sh.Latency.Quantile(0.95)))
+		}
+	}
+}
+
+// formatMillis returns a duration in milliseconds with the precision that
+// matters at its size (0.24, 12.5, 340), "-" when there is none (NaN: no
+// successful request in the histogram).
+func formatMillis(ms float64) string {
+	switch a := math.Abs(ms); {
+	case math.IsNaN(ms) || math.IsInf(ms, 0):
+		return "-"
+	case ms == 0:
+		return "0"
+	case a < 10:
+		return strconv.FormatFloat(ms, 'f', 2, 64)
+	case a < 100:
+		return strconv.FormatFloat(ms, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(ms, 'f', 0, 64)
+	}
 }
 
 func newDevicesLabelCommand() *cobra.Command {

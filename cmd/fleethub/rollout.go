@@ -159,7 +159,13 @@ func printRollout(w io.Writer, info *hub.RolloutInfo) {
 			waves[i] = "[" + waves[i] + "]"
 		}
 	}
-	fmt.Fprintf(w, "waves:    %s  stage %s\n", strings.Join(waves, " "), orDash(string(st.Stage)))
+	// A finished rollout has no wave in progress: show how it ended, not the
+	// stage it was in (hubs before the state machine cleared it kept one).
+	stage := "stage " + orDash(string(st.Stage))
+	if r.Status.Finished() {
+		stage = "ended: " + string(r.Status)
+	}
+	fmt.Fprintf(w, "waves:    %s  %s\n", strings.Join(waves, " "), stage)
 	fmt.Fprintf(w, "selector: %s  mode %s  on failure %s  soak %s\n", orDash(r.Selector.String()), r.Mode, r.OnFailure, time.Duration(r.SoakSeconds)*time.Second)
 	if len(info.Results) > 0 {
 		var parts []string

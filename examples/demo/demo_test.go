@@ -93,6 +93,9 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"$ fleethub dev --data-dir ",
+		// Nothing before the banner; free ports, so it says how to reach the API.
+		"fleethub.log\n  | fleethub dev is running.\n",
+		"  |   export MODELFLEET_HUB=http://127.0.0.1:",
 		"$ fleetagent run ",
 		"--labels site=plant-b,line=1",
 		"$ fleethub model push examples/models/vibration-anomaly-v1.onnx --name vibration-anomaly --version 1.0.0",
@@ -100,17 +103,33 @@ func TestDemo(t *testing.T) {
 		"vibration-anomaly@1.0.0 score ",
 		"$ curl -s ",
 		`"model_version":"1.0.0"`,
-		"latency p50 ",
+		"P50 MS  P95 MS  COMPUTE CPU MS",
 		"--selector site=plant-a --waves 50,100",
 		"'p95_latency_ms<100'",
 		"vibration-anomaly@2.0.0 score ",
 		"status rolled-back",
+		"ended: rolled-back",
 		"install_failures<=0: 1 (failed)",
+		"rolled-back vibration-anomaly@3.0.0: load failed: ONNX Runtime cannot load it: ",
+		"kept serving: phase rolled-back cleared, now active",
 		"edge-b1 (127.0.0.1:",
 		"stopping fleethub",
 	} {
 		if !strings.Contains(transcript, want) {
 			t.Errorf("transcript lacks %q", want)
+		}
+	}
+	for _, bad := range []struct{ re, what string }{
+		{`Using sidecar|No IAM service`, "versitygw's start-up lines"},
+		{`: \d+\.\d{5,} \((passed|failed)\)`, "an unrounded gate value"},
+		// The device that refused 3.0.0 is active on 2.0.0 after the
+		// rollback (the demo waits for that too).
+		{`\(rolled-back\)`, "a device left in phase rolled-back"},
+		{`status (rolled-back|succeeded)[^\n]*\nwaves:[^\n]*stage `, "a finished rollout with a stage"},
+		{`/blobs/sha256/`, "a blob path in an error"},
+	} {
+		if m := regexp.MustCompile(bad.re).FindString(transcript); m != "" {
+			t.Errorf("transcript shows %s: %q", bad.what, m)
 		}
 	}
 	assertStopped(t, transcript)

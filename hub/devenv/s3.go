@@ -17,6 +17,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/versity/versitygw/auth"
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
@@ -103,8 +104,10 @@ type S3 struct {
 // DataDir/objects for as long as the endpoint runs: versitygw's POSIX backend
 // chdirs there and resolves buckets relative to it. Resolve every relative
 // path before calling StartS3; Close restores the previous working directory.
-// versitygw also prints a few start-up lines to stdout (sidecar directory,
-// single account mode) that cannot be routed through Logger.
+// versitygw prints some start-up lines to stdout by itself ("Using sidecar
+// directory…", "No IAM service configured…"); StartS3 configures the
+// gateway so that it prints none, and writes its own lifecycle lines to
+// Logger only, so a command's stdout stays its own.
 //
 // It returns ErrS3Running while another endpoint runs in this process, and an
 // error wrapping ErrNotLoopback for a non-loopback address without
@@ -173,8 +176,11 @@ func startS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 gateway: metadata dir %s: %w", metaDir, err)
 	}
-	// posix.New chdirs into objDir (see StartS3).
-	be, err := posix.New(objDir, sidecar, posix.PosixOpts{SideCarDir: metaDir})
+	// posix.New chdirs into objDir (see StartS3). PosixOpts.SideCarDir only
+	// checks that metaDir is outside objDir (true of this layout) and prints
+	// the directory to stdout: the sidecar store above is what keeps the
+	// metadata there, so it is left empty.
+	be, err := posix.New(objDir, sidecar, posix.PosixOpts{})
 	if err != nil {
 		_ = os.Chdir(oldWd)
 		return nil, fmt.Errorf("s3 gateway: open %s: %w", objDir, err)
@@ -205,6 +211,9 @@ func startS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		MultipartMaxParts: 10000,
 		KeepAlive:         true,
 		Quiet:             true, // no banner, no per-request lines on stdout
+		// The single root account, given directly: left to itself the
+		// gateway builds the same service but announces it on stdout.
+		IAMService: auth.NewIAMServiceSingle(auth.Account{Access: access, Secret: secret, Role: auth.RoleAdmin}),
 		S3Options: []s3api.Option{
 			s3api.WithOnListen(func() { readyOnce.Do(func() { close(ready) }) }),
 		},

@@ -332,7 +332,8 @@ type GateResult struct {
 }
 
 // String returns e.g. "p95_latency_ms<50: 72.4 (failed)" or
-// "error_rate<0.01: no data".
+// "error_rate<0.01: no data". The value is rounded for reading as
+// FormatValue does; status output, reasons and history all show it so.
 func (r GateResult) String() string {
 	if r.Missing {
 		return r.Gate.String() + ": no data"
@@ -341,7 +342,38 @@ func (r GateResult) String() string {
 	if !r.Passed {
 		verdict = "failed"
 	}
-	return fmt.Sprintf("%s: %s (%s)", r.Gate, strconv.FormatFloat(r.Value, 'f', -1, 64), verdict)
+	return fmt.Sprintf("%s: %s (%s)", r.Gate, r.Gate.FormatValue(r.Value), verdict)
+}
+
+// valueDigits is how many significant digits FormatValue shows at least.
+const valueDigits = 4
+
+// FormatValue returns v, a measured value of g's metric, for reading: whole
+// numbers (counts) as they are, other values with four significant digits
+// (all of a value's integer digits, e.g. 1234.5 ms as 1235) in plain decimal
+// notation, as the thresholds are written: a ratio such as error_rate as a
+// fraction ("0.0123"), latencies in milliseconds ("0.36"). When the rounded
+// value would compare with the threshold otherwise than v does (0.0100004
+// against error_rate<=0.01), more digits are shown, so that the number never
+// contradicts the verdict.
+func (g Gate) FormatValue(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	digits := valueDigits
+	if v != 0 {
+		digits = max(digits, int(math.Floor(math.Log10(math.Abs(v))))+1)
+	}
+	for ; digits < 17; digits++ {
+		r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', digits, 64), 64)
+		if err == nil && g.Check(r) == g.Check(v) {
+			return strconv.FormatFloat(r, 'f', -1, 64)
+		}
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
 // Evaluate checks every gate against m and returns one result per gate, in

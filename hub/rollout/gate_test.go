@@ -196,6 +196,13 @@ func TestGateResultString(t *testing.T) {
 		{"failed", GateResult{Gate: g, Value: 72.4}, "p95_latency_ms<50: 72.4 (failed)"},
 		{"passed", GateResult{Gate: g, Value: 12, Passed: true}, "p95_latency_ms<50: 12 (passed)"},
 		{"missing", GateResult{Gate: g, Missing: true}, "p95_latency_ms<50: no data"},
+		{"float noise rounded", GateResult{Gate: g, Value: 0.35999999999999976, Passed: true}, "p95_latency_ms<50: 0.36 (passed)"},
+		{"four significant digits", GateResult{Gate: g, Value: 0.2472727272, Passed: true}, "p95_latency_ms<50: 0.2473 (passed)"},
+		{"integer digits kept", GateResult{Gate: g, Value: 1234.5678}, "p95_latency_ms<50: 1235 (failed)"},
+		{"ratio as a fraction", GateResult{Gate: MustParseGate(t, "error_rate<0.01"), Value: 0.0123456}, "error_rate<0.01: 0.01235 (failed)"},
+		{"small ratio without exponent", GateResult{Gate: MustParseGate(t, "error_rate<0.01"), Value: 1.234567e-5, Passed: true}, "error_rate<0.01: 0.00001235 (passed)"},
+		{"count", GateResult{Gate: MustParseGate(t, "install_failures<=0"), Value: 1}, "install_failures<=0: 1 (failed)"},
+		{"rounding never contradicts the verdict", GateResult{Gate: MustParseGate(t, "error_rate<=0.01"), Value: 0.0100004}, "error_rate<=0.01: 0.0100004 (failed)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

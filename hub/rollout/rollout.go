@@ -145,7 +145,8 @@ type State struct {
 	// Wave is the index in Spec.Waves of the current wave (the last one once
 	// succeeded).
 	Wave int `json:"wave"`
-	// Stage of the current wave while running or paused.
+	// Stage of the current wave while running or paused; empty once the
+	// rollout has finished (Status tells how).
 	Stage Stage `json:"stage,omitempty"`
 	// Started is when the rollout started; WaveStarted when the current wave
 	// did; SoakStarted when its soak did (zero while installing). The driver
@@ -497,7 +498,7 @@ func (s *stepper) command() {
 	case CommandResume:
 		s.resume()
 	case CommandAbort:
-		s.st.Status, s.st.Reason, s.st.Finished = StatusAborted, "aborted by operator", s.now()
+		s.finish(StatusAborted, "aborted by operator")
 		s.record("aborted by operator: no more devices will be assigned; the %d assigned keep %s", len(s.st.Devices), s.spec.Version)
 	case CommandRollback:
 		s.rollback("rolled back by operator")
@@ -554,8 +555,16 @@ func (s *stepper) start() {
 }
 
 func (s *stepper) fail(reason string) {
-	s.st.Status, s.st.Reason, s.st.Finished = StatusFailed, reason, s.now()
+	s.finish(StatusFailed, reason)
 	s.record("failed: %s", reason)
+}
+
+// finish ends the rollout in the terminal status, with reason: no wave is
+// installing or soaking any more, so the stage and soak start are cleared
+// (status output shows the status instead of a stale stage).
+func (s *stepper) finish(status Status, reason string) {
+	s.st.Status, s.st.Reason, s.st.Finished = status, reason, s.now()
+	s.st.Stage, s.st.SoakStarted = "", time.Time{}
 }
 
 // progress drives a running rollout as far as this input allows: assign
@@ -748,7 +757,7 @@ func onlyEvidence(bad []GateResult) bool {
 }
 
 func (s *stepper) rollback(reason string) {
-	s.st.Status, s.st.Reason, s.st.Finished = StatusRolledBack, reason, s.now()
+	s.finish(StatusRolledBack, reason)
 	s.record("%s; rolling back %d device(s)", reason, len(s.st.Devices))
 	if len(s.st.Devices) > 0 {
 		s.actions = append(s.actions, rollBackAction(s.spec, s.st.Devices))
@@ -758,8 +767,7 @@ func (s *stepper) rollback(reason string) {
 // nextWave moves to the next wave, or succeeds after the last.
 func (s *stepper) nextWave() {
 	if s.st.Wave == len(s.spec.Waves)-1 {
-		s.st.Status, s.st.Finished, s.st.Stage = StatusSucceeded, s.now(), ""
-		s.st.SoakStarted = time.Time{}
+		s.finish(StatusSucceeded, "")
 		if s.spec.Mode == ModeShadow {
 			// The candidate has proven itself beside the serving version on
 			// every wave: the comparison is over, and the shadows stop.

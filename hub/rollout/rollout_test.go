@@ -1036,3 +1036,52 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestFinishedRolloutHasNoStage checks that every way a rollout ends
+// clears the wave's stage (and soak start): a finished rollout is not
+// "soaking", and status output shows its status instead.
+func TestFinishedRolloutHasNoStage(t *testing.T) {
+	tests := []struct {
+		name string
+		// end drives a rollout soaking its first wave to its end.
+		end  func(s *sim)
+		want Status
+	}{
+		{"gate failure rolls back", func(s *sim) {
+			s.metrics = Metrics{MetricErrorRate: 0.5, MetricRequests: 100}
+			s.now = s.now.Add(10 * time.Minute)
+			s.step("")
+		}, StatusRolledBack},
+		{"install failure rolls back", func(s *sim) {
+			for id := range s.st.Devices {
+				s.report(PhaseRolledBack, id)
+			}
+			s.now = s.now.Add(time.Second)
+			s.step("")
+		}, StatusRolledBack},
+		{"operator rollback", func(s *sim) { s.step(CommandRollback) }, StatusRolledBack},
+		{"operator abort", func(s *sim) { s.step(CommandAbort) }, StatusAborted},
+		{"every wave passed", func(s *sim) { s.run(time.Minute, s.status(StatusSucceeded)) }, StatusSucceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := baseSpec([]int{50, 100}, MustGates(t, "error_rate<0.01", "install_failures<=0")...)
+			spec.OnFailure = OnFailureRollback
+			s := newSim(t, spec, 4)
+			s.metrics = healthy
+			s.run(time.Second, func() bool { return s.st.Stage == StageSoaking })
+			tt.end(s)
+			s.wantStatus(tt.want)
+			if s.st.Stage != "" || !s.st.SoakStarted.IsZero() {
+				t.Errorf("%s rollout: stage %q, soak started %v; want both cleared", s.st.Status, s.st.Stage, s.st.SoakStarted)
+			}
+		})
+	}
+	// A rollout that cannot start never had a stage.
+	s := newSim(t, baseSpec([]int{100}), 0)
+	s.step("")
+	s.wantStatus(StatusFailed)
+	if s.st.Stage != "" {
+		t.Errorf("failed rollout: stage %q", s.st.Stage)
+	}
+}
