@@ -73,6 +73,14 @@ bench: deps build ## Run the benchmarks in alternating rounds; write BENCHMARKS.
 demo: deps build ## Run the end-to-end demo on the embedded defaults (data and logs in .demo/; DEMO_FLAGS=--short)
 	$(GO) run ./examples/demo $(DEMO_FLAGS)
 
+.PHONY: package
+package: deps ## Build .deb and .rpm packages of fleetagent and fleethub into dist/ (packaging/README.md)
+	VERSION='$(VERSION)' packaging/build.sh
+
+.PHONY: package-test
+package-test: deps ## Build the packages, install them in a clean Debian 12 chroot and check them (root; chroot cached in .deps/)
+	v='$(VERSION)'; VERSION="$$v" packaging/build.sh && VERSION="$$v" packaging/test.sh
+
 .PHONY: clean
 clean: ## Remove build output (keeps the .deps/ cache; use clean-deps for that)
 	rm -rf bin/ dist/ .demo/
