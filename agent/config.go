@@ -109,7 +109,7 @@ var SecretKeys = []string{"mqtt.password", "s3.secret_key", "s3.session_token"}
 func DefaultConfig() Config {
 	return Config{
 		MQTT:                     MQTTConfig{TopicPrefix: bus.DefaultPrefix},
-		DataDir:                  "/var/lib/modelfleet",
+		DataDir:                  "/var/lib/modelfleet/agent",
 		TrustRoot:                "/etc/modelfleet/root.json",
 		MaxArtifactBytes:         4 << 30,
 		ClockSkewSeconds:         300,

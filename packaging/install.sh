@@ -174,8 +174,7 @@ for p in $packages; do
 	fleetagent)
 		cat <<'EOF'
   fleetagent: enroll with a token from `fleethub devices enroll-token`:
-    sudo fleetagent enroll --hub https://HUB:8400 --token mfe_... --force --data-dir /var/lib/modelfleet/agent
-    cd /etc/modelfleet && sudo chgrp modelfleet agent.yaml device-key.pem && sudo chmod 0640 agent.yaml device-key.pem
+    sudo fleetagent enroll --hub https://HUB:8400 --token mfe_...
   then
     sudo -u modelfleet fleetagent config validate
     sudo systemctl enable --now fleetagent

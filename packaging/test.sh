@@ -196,10 +196,14 @@ in_root fleethub devices enroll-token --hub "$hub_url" --device-id press-01 -o j
 	{ cat "$work/token.json" >&2; fail "fleethub devices enroll-token"; }
 token=$(grep -o '"token": *"[^"]*"' "$work/token.json" | sed 's/.*"\([^"]*\)"$/\1/')
 [ -n "$token" ] || { cat "$work/token.json" >&2; fail "no token in the output of fleethub devices enroll-token -o json"; }
-in_root fleetagent enroll --hub "$hub_url" --token "$token" --force --data-dir /var/lib/modelfleet/agent >"$work/enroll.log" 2>&1 ||
+in_root fleetagent enroll --hub "$hub_url" --token "$token" >"$work/enroll.log" 2>&1 ||
 	{ cat "$work/enroll.log" >&2; fail "fleetagent enroll"; }
-in_root sh -c 'cd /etc/modelfleet && chgrp modelfleet agent.yaml device-key.pem && chmod 0640 agent.yaml device-key.pem'
-ok "fleetagent enroll --force --data-dir /var/lib/modelfleet/agent, then chgrp/chmod as the next steps say"
+[ -f "$r/etc/modelfleet/agent.yaml.pre-enroll" ] || fail "enroll did not keep the package's template as agent.yaml.pre-enroll"
+for f in agent.yaml device-key.pem; do
+	got=$(in_root stat -c '%U:%G %a' "/etc/modelfleet/$f")
+	[ "$got" = "root:modelfleet 640" ] || fail "/etc/modelfleet/$f after enroll: $got, want root:modelfleet 640"
+done
+ok "fleetagent enroll over the package's template, exactly as the next steps say"
 stop_hub
 out=$(as_service fleetagent config validate 2>&1) || { echo "$out" >&2; fail "config validate as modelfleet after enrolling"; }
 ok "after enrolling, as modelfleet: $out"

@@ -7,18 +7,24 @@
 //
 // Files, in CertDir (by default the directory of the configuration file):
 //
-//	device-key.pem   the device's ECDSA P-256 key (0600)
+//	device-key.pem   the device's ECDSA P-256 key (secret, see below)
 //	device.pem       its client certificate, common name = device ID
 //	broker-ca.pem    the CA bundle to verify the broker with (if the hub sent one)
 //	s3-ca.pem        the CA bundle to verify S3 with (if the hub sent one)
 //	root.json        the trust root
 //
-// and the configuration file itself (mode 0600: it may hold the S3 secret
-// key). Every file is written atomically (internal/atomicfile), the
-// configuration last, so an interrupted enrollment never leaves a
-// configuration pointing at missing files. An existing enrollment (any of
-// the configuration, key or certificate files present) is never replaced
-// unless Options.Force is set; that check happens before the token is spent.
+// and the configuration file itself (secret too: it may hold the S3 secret
+// key). Secret files are mode 0600, or 0640 with the group of their
+// directory when that group is not root's: the packages make /etc/modelfleet
+// root:modelfleet 0750 so that the agent's service user can read its key
+// and configuration, which root writes. Every file is written atomically
+// (internal/atomicfile), the configuration last, so an interrupted
+// enrollment never leaves a configuration pointing at missing files.
+//
+// An existing enrollment (the key or certificate file present) is never
+// replaced unless Options.Force is set; that check happens before the token
+// is spent. A configuration file alone (the template a package installs) is
+// not an enrollment: it is replaced, and kept as <config>.pre-enroll.
 package enrollment
 
 import (
@@ -100,6 +106,9 @@ type Result struct {
 	Brokers            []string          `json:"brokers"`
 	TopicPrefix        string            `json:"topic_prefix"`
 	S3Endpoint         string            `json:"s3_endpoint,omitempty"`
+	// PreviousConfig is where the configuration found at ConfigPath was
+	// kept, if there was one.
+	PreviousConfig string `json:"previous_config,omitempty"`
 	// Warnings are things to fix before `fleetagent run`.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -157,7 +166,7 @@ func Enroll(ctx context.Context, opts Options) (*Result, error) {
 		RootFile:   filepath.Join(opts.CertDir, RootFile),
 	}
 	if !opts.Force {
-		for _, p := range []string{res.ConfigPath, res.KeyFile, res.CertFile} {
+		for _, p := range []string{res.KeyFile, res.CertFile} {
 			if _, err := os.Lstat(p); err == nil {
 				return nil, fmt.Errorf("%w: %s exists (pass --force to enroll again and replace it)", ErrAlreadyEnrolled, p)
 			}
@@ -203,7 +212,7 @@ func Enroll(ctx context.Context, opts Options) (*Result, error) {
 	cfg.MQTT.CertFile, cfg.MQTT.KeyFile = res.CertFile, res.KeyFile
 	cfg.DataDir, cfg.TrustRoot = opts.DataDir, res.RootFile
 	files := []installFile{
-		{res.KeyFile, keyPEM, 0o600},
+		{res.KeyFile, keyPEM, secretMode},
 		{res.CertFile, []byte(resp.Certificate), 0o644},
 		{res.RootFile, resp.Root, 0o644},
 	}
@@ -233,7 +242,7 @@ func Enroll(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	for _, f := range files {
-		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
+		if err := install(f); err != nil {
 			return nil, fmt.Errorf("install enrollment (the token is spent; enroll again with a new token and --force): %w", err)
 		}
 	}
@@ -244,7 +253,18 @@ func Enroll(ctx context.Context, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("the configuration the hub's answer makes is invalid (the hub's enroll settings need fixing):\n%w", err)
 		}
 	}
-	if err := atomicfile.Write(res.ConfigPath, yml, 0o600); err != nil {
+	if old, err := os.ReadFile(res.ConfigPath); err == nil {
+		// A configuration without an enrollment, e.g. the package's
+		// template: keep it for the settings enrollment does not make.
+		res.PreviousConfig = res.ConfigPath + ".pre-enroll"
+		if err := install(installFile{res.PreviousConfig, old, secretMode}); err != nil {
+			return nil, fmt.Errorf("install enrollment (the token is spent; enroll again with a new token and --force): keep the old configuration: %w", err)
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the previous configuration is kept as %s: copy any setting you changed in it (serving, bindings, labels) into %s", res.PreviousConfig, res.ConfigPath))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("install enrollment: %w", err)
+	}
+	if err := install(installFile{res.ConfigPath, yml, secretMode}); err != nil {
 		return nil, fmt.Errorf("install enrollment (the token is spent; enroll again with a new token and --force): %w", err)
 	}
 	log.Info("enrolled", "device", res.DeviceID, "config", res.ConfigPath, "certificate_expires", res.CertificateExpires)
@@ -255,7 +275,32 @@ func Enroll(ctx context.Context, opts Options) (*Result, error) {
 type installFile struct {
 	path string
 	data []byte
-	mode os.FileMode
+	mode os.FileMode // secretMode for the key and the configuration
+}
+
+// secretMode marks a file only its owner, and the group of its directory
+// when that is not root's, may read.
+const secretMode os.FileMode = 0o600
+
+// install writes f atomically. A secret file in a directory whose group is
+// not root's (the packages' root:modelfleet /etc/modelfleet) is given that
+// group and mode 0640, so the agent's service user can read it; it is never
+// readable by others.
+func install(f installFile) error {
+	if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
+		return err
+	}
+	if f.mode != secretMode {
+		return nil
+	}
+	gid, ok := dirGroup(filepath.Dir(f.path))
+	if !ok || gid == 0 {
+		return nil
+	}
+	if err := os.Chown(f.path, -1, gid); err != nil {
+		return fmt.Errorf("give %s to the group of its directory: %w", f.path, err)
+	}
+	return os.Chmod(f.path, 0o640)
 }
 
 // check verifies the hub's answer before anything is written: the
@@ -331,7 +376,7 @@ func renderConfig(cfg agent.Config, withS3 bool) ([]byte, error) {
 			SecretKey: cfg.S3.SecretKey, Insecure: cfg.S3.Insecure, CAFile: cfg.S3.CAFile}
 	}
 	var b bytes.Buffer
-	b.WriteString("# Written by `fleetagent enroll`. Mode 0600: it may hold the S3 secret key.\n")
+	b.WriteString("# Written by `fleetagent enroll`. Keep it unreadable to others: it may hold the S3 secret key.\n")
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(fc); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/modelfleet/modelfleet/agent/enrollment"
@@ -139,5 +140,58 @@ func TestEnrollWithoutS3Warns(t *testing.T) {
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "s3.endpoint") {
 		t.Errorf("warnings %v, want one naming s3.endpoint", res.Warnings)
+	}
+}
+
+// TestEnrollOverPackageTemplate enrolls the way the packages set a device
+// up: /etc/modelfleet is root:modelfleet 0750 and holds the package's
+// template agent.yaml. Enrollment replaces the template without --force
+// (keeping it as .pre-enroll) and leaves the key and the configuration
+// readable by the group, so the agent's service user can start.
+func TestEnrollOverPackageTemplate(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the configuration directory another group")
+	}
+	const serviceGID = 1 // any group but root's
+	srv := hub(t, nil)
+	opts := options(t, srv.URL)
+	etc := filepath.Dir(opts.ConfigPath)
+	if err := os.MkdirAll(etc, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(etc, 0, serviceGID); err != nil {
+		t.Fatal(err)
+	}
+	template := []byte("# the package's template\nserving:\n  idle_ttl_seconds: 600\n")
+	if err := os.WriteFile(opts.ConfigPath, template, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	res, err := enrollment.Enroll(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("enrolling over the package's template: %v", err)
+	}
+	if kept, err := os.ReadFile(res.PreviousConfig); err != nil || string(kept) != string(template) {
+		t.Errorf("previous configuration %q: %q, %v", res.PreviousConfig, kept, err)
+	}
+	if len(res.Warnings) == 0 || !strings.Contains(strings.Join(res.Warnings, "\n"), ".pre-enroll") {
+		t.Errorf("warnings %q do not mention the kept configuration", res.Warnings)
+	}
+	for _, p := range []string{opts.ConfigPath, res.KeyFile, res.PreviousConfig} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gid := fi.Sys().(*syscall.Stat_t).Gid
+		if fi.Mode().Perm() != 0o640 || gid != serviceGID {
+			t.Errorf("%s: mode %v group %d, want 0640 group %d", p, fi.Mode().Perm(), gid, serviceGID)
+		}
+	}
+	// The certificate now marks an enrollment: a second one needs --force.
+	again := opts
+	if again.Token, err = enroll.NewToken(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enrollment.Enroll(t.Context(), again); !errors.Is(err, enrollment.ErrAlreadyEnrolled) {
+		t.Errorf("second enrollment without --force: %v", err)
 	}
 }

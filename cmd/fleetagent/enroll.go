@@ -26,11 +26,14 @@ func newEnrollCommand() *cobra.Command {
 never leaves it; the hub signs a client certificate (common name = device ID,
 valid one year unless the hub's enroll.cert_validity_hours says otherwise) and answers with the broker, S3 and trust-root settings.
 
-Written: the configuration (--config, mode 0600: it may hold the S3 secret
-key) and, in --cert-dir (default: the configuration's directory),
-device-key.pem (0600), device.pem, broker-ca.pem and root.json. Nothing is
-replaced unless --force is given; that check happens before the token is
-used. With an https hub URL the hub's certificate is verified against
+Written: the configuration (--config; it may hold the S3 secret key) and, in
+--cert-dir (default: the configuration's directory), device-key.pem,
+device.pem, broker-ca.pem and root.json. The key and the configuration are
+mode 0600, or 0640 with the directory's group when that is not root's (the
+packages' root:modelfleet /etc/modelfleet, so the service can read them).
+An existing enrollment (key or certificate) is replaced only with --force;
+that check happens before the token is used. A configuration alone (the
+package's template) is replaced and kept as <config>.pre-enroll. With an https hub URL the hub's certificate is verified against
 --hub-ca or the system roots; plain http is accepted only to a loopback
 address. Afterwards ` + "`fleetagent config validate`" + ` passes and ` + "`fleetagent run`" + ` joins
 the fleet.`,

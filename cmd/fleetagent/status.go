@@ -26,7 +26,7 @@ connection (connected, connecting, refused, with the last error), read from
 the files the agent keeps in the data directory. It works whether or not the
 agent is running; "updated" says when the agent last wrote the broker state.`,
 		Example: `  fleetagent status --config /etc/modelfleet/agent.yaml
-  fleetagent status --data-dir /var/lib/modelfleet -o json`,
+  fleetagent status --data-dir /var/lib/modelfleet/agent -o json`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd)

@@ -42,7 +42,7 @@ const shutdownTimeout = 10 * time.Second
 //
 //	hub:
 //	  mqtt: {brokers: [tcp://broker:1883]}
-//	  store_path: /var/lib/modelfleet/hub.db
+//	  store_path: /var/lib/modelfleet/hub/hub.db
 //	  key_dir: /etc/modelfleet/keys
 //	s3: {endpoint: https://s3.example.com, bucket: models, access_key: …, secret_key: …}
 //	api: {addr: 127.0.0.1:8400, token: …}

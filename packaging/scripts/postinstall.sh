@@ -50,13 +50,10 @@ if [ -z "$upgrade" ]; then
 	if [ "$pkg" = fleetagent ]; then
 		cat <<'NEXT'
   1. Enroll, with a token from `fleethub devices enroll-token` on the hub:
-       sudo fleetagent enroll --hub https://HUB:8400 --token mfe_... \
-         --force --data-dir /var/lib/modelfleet/agent
-       cd /etc/modelfleet && sudo chgrp modelfleet agent.yaml device-key.pem \
-         && sudo chmod 0640 agent.yaml device-key.pem
-     (--force replaces this package's template agent.yaml; the service
-     reads its files through the modelfleet group.) Or, by hand: copy the
-     hub's root.json to /etc/modelfleet/root.json and edit agent.yaml.
+       sudo fleetagent enroll --hub https://HUB:8400 --token mfe_...
+     (it replaces this package's template agent.yaml, kept as
+     agent.yaml.pre-enroll). Or, by hand: copy the hub's root.json to
+     /etc/modelfleet/root.json and edit agent.yaml.
   2. Check:  sudo -u modelfleet fleetagent config validate
              sudo -u modelfleet fleetagent doctor
   3. Start:  sudo systemctl enable --now fleetagent
