@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +23,6 @@ import (
 	"github.com/modelfleet/modelfleet/internal/pki"
 	"github.com/modelfleet/modelfleet/internal/testenv"
 )
-
-// lockedBuffer collects the hub's log from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestEnrollEndToEnd: `fleethub keys init` makes the device CA and the
 // hub's client certificate; a real Mosquitto requires client certificates
@@ -101,7 +81,7 @@ log_level: debug
 		s3.Endpoint, s3.Region, s3.AccessKey, s3.SecretKey, s3.Bucket, s3.AccessKey, s3.SecretKey))
 	addr := freeAddr(t)
 	hubURL := "http://" + addr
-	hubLog := &lockedBuffer{}
+	hubLog := &testenv.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -139,7 +119,7 @@ log_level: debug
 	}
 
 	agentDir := filepath.Join(dir, "device")
-	agentLog := &lockedBuffer{}
+	agentLog := &testenv.Buffer{}
 	res, err := enrollment.Enroll(t.Context(), enrollment.Options{
 		HubURL: hubURL, Token: tok.Token, DeviceID: "press-01",
 		ConfigPath: filepath.Join(agentDir, "etc", "agent.yaml"), DataDir: filepath.Join(agentDir, "data"),

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +19,10 @@ import (
 	"github.com/modelfleet/modelfleet/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the logger's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // servedHub is a `fleethub serve` running in-process for a test.
 type servedHub struct {
 	url, token, keyDir string
-	log                *syncBuffer
+	log                *testenv.Buffer
 	done               chan error
 }
 
@@ -57,7 +37,7 @@ func (h *servedHub) cli(args ...string) []string {
 func startServe(t *testing.T, brokerURL string, s3 *testenv.ObjectStore, extra ...string) *servedHub {
 	t.Helper()
 	dir := t.TempDir()
-	h := &servedHub{url: "", token: "fault-test-token", keyDir: filepath.Join(dir, "keys"), log: &syncBuffer{}, done: make(chan error, 1)}
+	h := &servedHub{url: "", token: "fault-test-token", keyDir: filepath.Join(dir, "keys"), log: &testenv.Buffer{}, done: make(chan error, 1)}
 	if _, err := keys.Init(context.Background(), h.keyDir, keys.DefaultInitOptions()); err != nil {
 		t.Fatal(err)
 	}

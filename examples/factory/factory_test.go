@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -104,24 +102,6 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an io.Writer safe for the simulator's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestRunAgainstBroker runs the simulator against a real Mosquitto: it
 // must publish 64-value windows on every machine's topic, and print the
 // score of a result published the way a fleetagent binding does.
@@ -147,7 +127,7 @@ func TestRunAgainstBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out := &lockedBuffer{}
+	out := &testenv.Buffer{}
 	cfg := DefaultConfig()
 	cfg.Broker, cfg.ClientID = broker.URL, "test-factory"
 	cfg.Lines, cfg.Machines, cfg.Interval = []string{"plant-x/line-9"}, 2, 50*time.Millisecond

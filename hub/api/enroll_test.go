@@ -23,25 +23,8 @@ import (
 	"github.com/modelfleet/modelfleet/internal/enroll"
 	"github.com/modelfleet/modelfleet/internal/keys"
 	"github.com/modelfleet/modelfleet/internal/pki"
+	"github.com/modelfleet/modelfleet/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // enrollEnv is the API with enrollment over a real SQLite store, a real
 // device CA and trust root, and a settable clock.
@@ -51,7 +34,7 @@ type enrollEnv struct {
 	srv    *httptest.Server
 	client *api.Client
 	root   []byte
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 	now    atomic.Int64 // unix nanoseconds
 }
 
@@ -69,7 +52,7 @@ func mustEnrollEnv(t *testing.T) *enrollEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &enrollEnv{st: st, logs: &syncBuffer{}}
+	e := &enrollEnv{st: st, logs: &testenv.Buffer{}}
 	e.now.Store(time.Now().UnixNano())
 	clock := func() time.Time { return time.Unix(0, e.now.Load()) }
 	e.ca, err = pki.InitCA(filepath.Join(dir, "keys", "ca"), pki.Options{Now: clock})
