@@ -266,7 +266,18 @@ func (h *Hub) controlLoop(ctx context.Context) {
 		case <-t.C:
 		case <-h.wakeC:
 		}
+		start := time.Now()
 		h.tick(ctx)
+		// Every device report wakes the controller, and during a wave
+		// thousands arrive within seconds, while a step reads every device
+		// of its rollouts: rest as long as the step took, so stepping takes
+		// at most half of the time and leaves the rest to ingesting the
+		// reports the step waits for.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Since(start), h.cfg.tick())):
+		}
 	}
 }
 
@@ -643,13 +654,7 @@ func (h *Hub) apply(ctx context.Context, st Store, r store.Rollout, actions []ro
 			if err != nil {
 				return fmt.Errorf("release %s@%s: %w", a.Model, a.Version, err)
 			}
-			var errs []error
-			for _, dev := range a.Devices {
-				if err := h.setEntry(ctx, dev, a.Model, a.Mode, rel.Manifest, false); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			if err := errors.Join(errs...); err != nil {
+			if err := h.setEntries(ctx, a.Devices, a.Model, a.Mode, rel.Manifest, false); err != nil {
 				return err
 			}
 			log.Info("assigned wave", "wave", a.Wave+1, "devices", len(a.Devices))
@@ -663,36 +668,45 @@ func (h *Hub) apply(ctx context.Context, st Store, r store.Rollout, actions []ro
 }
 
 // rollBack re-assigns each device its previous version, or removes the
-// model (previous ""), or drops the shadow entry in shadow mode.
+// model (previous ""), or drops the shadow entry in shadow mode, as one
+// batch of assignments.
 func (h *Hub) rollBack(ctx context.Context, st Store, a *rollout.RollBack, log interface {
 	Info(string, ...any)
 	Error(string, ...any)
 }) error {
-	var errs []error
+	var (
+		errs []error
+		eds  []deviceEdit
+		rels = map[string]store.Release{}
+	)
 	for _, dev := range slices.Sorted(maps.Keys(a.Previous)) {
 		prev := a.Previous[dev]
-		var err error
 		switch {
 		case a.Mode == manifest.ModeShadow:
-			err = h.removeEntry(ctx, dev, a.Model, manifest.ModeShadow)
+			eds = append(eds, deviceEdit{device: dev, edit: removeEntry(a.Model, manifest.ModeShadow)})
 		case prev == "":
-			err = h.removeEntry(ctx, dev, a.Model, manifest.ModeActive)
+			eds = append(eds, deviceEdit{device: dev, edit: removeEntry(a.Model, manifest.ModeActive)})
 		default:
-			rel, gerr := st.GetRelease(ctx, a.Model, prev)
-			if errors.Is(gerr, store.ErrNotFound) {
-				log.Error("cannot roll back: the hub has no release of the previous version; the device keeps its assignment",
-					"device", dev, "previous", prev)
-				continue
+			rel, ok := rels[prev]
+			if !ok {
+				var gerr error
+				rel, gerr = st.GetRelease(ctx, a.Model, prev)
+				if errors.Is(gerr, store.ErrNotFound) {
+					log.Error("cannot roll back: the hub has no release of the previous version; the device keeps its assignment",
+						"device", dev, "previous", prev)
+					continue
+				}
+				if gerr != nil {
+					errs = append(errs, fmt.Errorf("roll back %s: %w", dev, gerr))
+					continue
+				}
+				rels[prev] = rel
 			}
-			if gerr != nil {
-				err = gerr
-				break
-			}
-			err = h.setEntry(ctx, dev, a.Model, manifest.ModeActive, rel.Manifest, true)
+			eds = append(eds, deviceEdit{device: dev, edit: setEntry(a.Model, manifest.ModeActive, rel.Manifest, true)})
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("roll back %s: %w", dev, err))
-		}
+	}
+	if err := h.editAll(ctx, eds); err != nil {
+		errs = append(errs, fmt.Errorf("roll back: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -65,8 +65,8 @@ type Store interface {
 	QueryTelemetry(ctx context.Context, q store.TelemetryQuery) (store.TelemetrySummary, error)
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 
-	NextSequence(ctx context.Context, device string) (uint64, error)
-	SaveAssignment(ctx context.Context, a store.SignedAssignment) error
+	NextSequences(ctx context.Context, devices []string) ([]uint64, error)
+	SaveAssignments(ctx context.Context, as []store.SignedAssignment) error
 	LastAssignment(ctx context.Context, device string) (store.SignedAssignment, error)
 
 	Close() error

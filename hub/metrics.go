@@ -64,9 +64,11 @@ type Metrics struct {
 	// Rejected counts the received messages that were not stored, by kind
 	// and then by reason (RejectReasons).
 	Rejected map[string]map[string]uint64
-	// PublishLatency is the time in seconds from signing an assignment until
-	// the broker acknowledged its publication (QoS 1), for the successful
-	// publications.
+	// PublishLatency is, for each successful publication, the time in
+	// seconds it took to sign the assignment plus the time from handing it
+	// to the MQTT client until the broker acknowledged it (QoS 1). A wave's
+	// assignments are published concurrently, so the latter includes any
+	// wait behind the others in flight.
 	PublishLatency Histogram
 	// PublishFailures counts the assignments that could not be signed or
 	// published.

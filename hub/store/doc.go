@@ -32,6 +32,8 @@
 //   - Assignments: per device, the hub draws strictly increasing sequence
 //     numbers (NextSequence, durable across restarts) and keeps the last
 //     signed assignment it published, so it can refresh or republish it.
+//     NextSequences and SaveAssignments do the same for a whole rollout
+//     wave in one atomic, durable write each instead of one per device.
 //   - Enrollment tokens: an operator makes a one-time token (its SHA-256
 //     hash is all that is stored, with labels, an expiry and optionally the
 //     one device ID it may enroll). ConsumeEnrollToken uses it exactly once,

@@ -120,11 +120,23 @@ type Store interface {
 	// even after the hub's database was restored from a backup. It returns
 	// ErrNotFound for an unknown device.
 	NextSequence(ctx context.Context, device string) (uint64, error)
+	// NextSequences draws the next sequence of each of devices, in order,
+	// as NextSequence would one after the other (a device listed twice
+	// draws two increasing sequences), in one atomic write that is as
+	// durable as NextSequence's: all are drawn or none. The result is in the
+	// order of devices; an empty list draws nothing. It returns ErrNotFound,
+	// naming the device, when one is unknown.
+	NextSequences(ctx context.Context, devices []string) ([]uint64, error)
 	// SaveAssignment keeps a signed assignment as the device's last one. It
 	// returns ErrNotFound for an unknown device, ErrInvalid for a sequence
 	// that NextSequence has not drawn, and ErrConflict if the sequence is
 	// not above the saved one.
 	SaveAssignment(ctx context.Context, a SignedAssignment) error
+	// SaveAssignments saves several signed assignments, in order, as
+	// SaveAssignment would one after the other, in one atomic write as
+	// durable as SaveAssignment's: all are saved or none. An error names
+	// the first assignment refused, with SaveAssignment's errors.
+	SaveAssignments(ctx context.Context, as []SignedAssignment) error
 	// LastAssignment returns the device's last saved assignment, or ErrNotFound.
 	LastAssignment(ctx context.Context, device string) (SignedAssignment, error)
 

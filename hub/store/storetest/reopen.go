@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,6 +50,51 @@ func RunReopen(t *testing.T, open func(t *testing.T, name string) store.Store) {
 		}
 		if last != 15 {
 			t.Errorf("last sequence %d, want 15", last)
+		}
+	})
+
+	t.Run("BatchesSurvive", func(t *testing.T) {
+		// Sequences drawn in batches and one at a time keep increasing
+		// across reopens, and a saved batch is there after reopening.
+		ctx := t.Context()
+		devices := []string{"edge-1", "edge-2"}
+		last := map[string]uint64{}
+		for round := range 3 {
+			s := mustOpen(t, "batches")
+			if round == 0 {
+				for _, d := range devices {
+					MustUpsertDevice(t, s, d)
+				}
+			} else {
+				for i, d := range devices {
+					a, err := s.LastAssignment(ctx, d)
+					wantErr(t, "LastAssignment after reopening", err, nil)
+					if want := fmt.Sprintf("round %d %s", round-1, d); a.Sequence != last[d] || string(a.Envelope) != want {
+						t.Errorf("round %d: %s's last assignment %d %q, want %d %q", round, devices[i], a.Sequence, a.Envelope, last[d], want)
+					}
+				}
+			}
+			n, err := s.NextSequence(ctx, "edge-2")
+			wantErr(t, "NextSequence", err, nil)
+			if n <= last["edge-2"] {
+				t.Fatalf("round %d: NextSequence(edge-2) = %d after %d", round, n, last["edge-2"])
+			}
+			last["edge-2"] = n
+			seqs, err := s.NextSequences(ctx, devices)
+			wantErr(t, "NextSequences", err, nil)
+			var batch []store.SignedAssignment
+			for i, d := range devices {
+				if seqs[i] <= last[d] {
+					t.Fatalf("round %d: NextSequences gave %s %d after %d", round, d, seqs[i], last[d])
+				}
+				last[d] = seqs[i]
+				batch = append(batch, store.SignedAssignment{Device: d, Sequence: seqs[i], Envelope: fmt.Appendf(nil, "round %d %s", round, d)})
+			}
+			wantErr(t, "SaveAssignments", s.SaveAssignments(ctx, batch), nil)
+			closeStore(t, s)
+		}
+		if want := map[string]uint64{"edge-1": 3, "edge-2": 6}; !sameMap(last, want) {
+			t.Errorf("last sequences %v, want %v", last, want)
 		}
 	})
 

@@ -58,6 +58,13 @@ func testCanceled(t *testing.T, open opener) {
 		"GetDevice":    func() error { _, err := s.GetDevice(ctx, "edge-1"); return err },
 		"ListDevices":  func() error { _, err := s.ListDevices(ctx, nil); return err },
 		"NextSequence": func() error { _, err := s.NextSequence(ctx, "edge-1"); return err },
+		"NextSequences": func() error {
+			_, err := s.NextSequences(ctx, []string{"edge-1", "edge-1"})
+			return err
+		},
+		"SaveAssignments": func() error {
+			return s.SaveAssignments(ctx, []store.SignedAssignment{{Device: "edge-1", Sequence: 1, Envelope: []byte("x")}})
+		},
 		"AddTelemetry": func() error {
 			return s.AddTelemetry(ctx, "edge-1", Payload(T0, "m", report.ModelTelemetry{Requests: 1}))
 		},
