@@ -106,7 +106,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer stopHTTP()
 
-	tracker := newBrokerTracker(a.cfg.DataDir, a.cfg.MQTT.Brokers, func(err error) { a.log.Warn("broker status", "err", err) })
+	tracker := newBrokerTracker(a.cfg.DataDir, a.cfg.DeviceID, a.cfg.MQTT.Brokers, func(err error) { a.log.Warn("broker status", "err", err) })
 	a.mu.Lock()
 	a.broker = tracker
 	a.mu.Unlock()

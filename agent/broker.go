@@ -38,6 +38,8 @@ const brokerStatusSaveEvery = time.Minute
 // it in BrokerStatusFile in its data directory, so `fleetagent status` shows
 // it whether or not the agent runs.
 type BrokerStatus struct {
+	// Device is the agent's device ID.
+	Device string `json:"device,omitempty"`
 	// State is BrokerConnecting, BrokerRefused, BrokerConnected or
 	// BrokerStopped.
 	State string `json:"state"`
@@ -68,11 +70,11 @@ type brokerTracker struct {
 	logErr func(error)
 }
 
-func newBrokerTracker(dataDir string, brokers []string, logErr func(error)) *brokerTracker {
+func newBrokerTracker(dataDir, device string, brokers []string, logErr func(error)) *brokerTracker {
 	now := time.Now().UTC()
 	return &brokerTracker{
 		path:   filepath.Join(dataDir, BrokerStatusFile),
-		st:     BrokerStatus{State: BrokerConnecting, Brokers: brokers, Since: now},
+		st:     BrokerStatus{Device: device, State: BrokerConnecting, Brokers: brokers, Since: now},
 		logErr: logErr,
 	}
 }

@@ -63,7 +63,11 @@ agent is running; "updated" says when the agent last wrote the broker state.`,
 			return cli.WriteJSON(cmd.OutOrStdout(), out)
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-		fmt.Fprintf(w, "device:\t%s\ndata dir:\t%s\n", cfg.DeviceID, cfg.DataDir)
+		device := cfg.DeviceID
+		if berr == nil && broker.Device != "" {
+			device = broker.Device // what the agent ran as, whatever this command's flags say
+		}
+		fmt.Fprintf(w, "device:\t%s\ndata dir:\t%s\n", device, cfg.DataDir)
 		printBroker(w, broker, berr)
 		fmt.Fprintln(w)
 		if len(st.Models) == 0 {

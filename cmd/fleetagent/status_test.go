@@ -45,13 +45,15 @@ func TestStatusShowsBrokerState(t *testing.T) {
 	}
 	args := []string{"--config", cfgPath, "--data-dir", dir}
 
-	if out := execStatus(t, args...); !strings.Contains(out, "broker:") || !strings.Contains(out, "unknown") {
+	if out := execStatus(t, args...); !strings.Contains(out, "broker:") || !strings.Contains(out, "unknown") || !strings.Contains(out, "edge-7") {
 		t.Errorf("without a broker record:\n%s", out)
 	}
 
 	at := time.Date(2026, 11, 23, 22, 4, 9, 0, time.UTC)
+	// The agent records the device ID it ran as; status shows that one,
+	// not what this command's configuration would derive.
 	rec := agent.BrokerStatus{
-		State: agent.BrokerRefused, Brokers: []string{"ssl://broker:8883"}, Since: at,
+		Device: "press-09", State: agent.BrokerRefused, Brokers: []string{"ssl://broker:8883"}, Since: at,
 		LastError: "not Authorized", LastErrorAt: &at, FailedAttempts: 4, Hint: "fix the credentials", Updated: at,
 	}
 	b, err := json.Marshal(rec)
@@ -62,7 +64,7 @@ func TestStatusShowsBrokerState(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := execStatus(t, args...)
-	for _, want := range []string{"refused since", "ssl://broker:8883", "not Authorized", "4 failed attempts", "fix the credentials"} {
+	for _, want := range []string{"press-09", "refused since", "ssl://broker:8883", "not Authorized", "4 failed attempts", "fix the credentials"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -94,7 +94,7 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	logger = logger.With("component", "mqtt-broker")
+	logger = slog.New(firstStartQuiet{logger.Handler()}).With("component", "mqtt-broker")
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = maxClientWritesPending
