@@ -2,49 +2,92 @@ package benchreport
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
 
-// Convergence is the JSON `fleethub simulate -o json` prints: one rollout
-// to Agents simulated agents, timed from the rollout's start.
+// Convergence is one result of BenchmarkConvergence (package hub/sim):
+// one rollout to Agents simulated agents with MQTT sessions against a real
+// Mosquitto and downloads from a real MinIO, timed from the rollout's
+// start.
 type Convergence struct {
-	Agents         int     `json:"agents"`
-	ArtifactBytes  int64   `json:"artifact_bytes"`
-	Download       string  `json:"download"`
-	ConnectSeconds float64 `json:"connect_seconds"`
-	TotalSeconds   float64 `json:"total_seconds"`
-	P50Seconds     float64 `json:"p50_seconds"`
-	P99Seconds     float64 `json:"p99_seconds"`
-	MaxSeconds     float64 `json:"max_seconds"`
-	GoroutinesPeak int     `json:"goroutines_peak"`
-	RSSPeakBytes   int64   `json:"rss_peak_bytes"`
+	Agents         int
+	ArtifactBytes  int64
+	Download       string
+	ConnectSeconds float64
+	TotalSeconds   float64
+	P50Seconds     float64
+	P99Seconds     float64
+	MaxSeconds     float64
+	GoroutinesPeak int
+	// RSSPeakBytes is the benchmark process's peak (agents and hub core);
+	// BrokerRSSPeakBytes is Mosquitto's.
+	RSSPeakBytes       int64
+	BrokerRSSPeakBytes int64
+	S3BytesServed      int64
 }
 
-// ParseConvergence decodes one simulation result. Fields it does not
-// know are ignored (the command may report more); a result without
-// agents or with negative times is an error.
-func ParseConvergence(data []byte) (Convergence, error) {
+// convergenceBench is the name of the benchmark; its sub-benchmark is
+// named after the download mode.
+const convergenceBench = "BenchmarkConvergence"
+
+// Units BenchmarkConvergence reports with b.ReportMetric.
+const (
+	unitAgents        = "agents"
+	unitArtifactBytes = "artifact-bytes"
+	unitConnect       = "connect-s"
+	unitTotal         = "total-s"
+	unitP50           = "p50-s"
+	unitP99           = "p99-s"
+	unitMax           = "max-s"
+	unitGoroutines    = "goroutines-peak"
+	unitRSS           = "rss-peak-bytes"
+	unitBrokerRSS     = "broker-rss-peak-bytes"
+	unitS3Served      = "s3-bytes-served"
+)
+
+// ConvergenceResult extracts the BenchmarkConvergence result from a run's
+// parsed output. A result without agents, missing one of the times or
+// with a negative one is an error.
+func ConvergenceResult(out Output) (Convergence, error) {
 	var c Convergence
-	if err := json.Unmarshal(bytes.TrimSpace(data), &c); err != nil {
-		return c, fmt.Errorf("simulation result: %w", err)
-	}
-	if c.Agents <= 0 {
-		return c, fmt.Errorf("simulation result has no agents: %.200s", data)
-	}
-	for name, v := range map[string]float64{"total_seconds": c.TotalSeconds, "p50_seconds": c.P50Seconds, "p99_seconds": c.P99Seconds, "max_seconds": c.MaxSeconds} {
-		if v < 0 {
-			return c, fmt.Errorf("simulation result: negative %s %v", name, v)
+	var res *Result
+	for i := range out.Results {
+		if name := out.Results[i].Name; name == convergenceBench || strings.HasPrefix(name, convergenceBench+"/") {
+			res = &out.Results[i]
 		}
 	}
+	if res == nil {
+		return c, fmt.Errorf("no %s result in the output", convergenceBench)
+	}
+	_, c.Download, _ = strings.Cut(res.Name, "/")
+	m := res.Metrics
+	if m[unitAgents] <= 0 {
+		return c, fmt.Errorf("%s reported no %s", res.Name, unitAgents)
+	}
+	for _, unit := range []string{unitTotal, unitP50, unitP99, unitMax} {
+		v, ok := m[unit]
+		if !ok {
+			return c, fmt.Errorf("%s reported no %s", res.Name, unit)
+		}
+		if v < 0 {
+			return c, fmt.Errorf("%s reported a negative %s: %v", res.Name, unit, v)
+		}
+	}
+	c.Agents = int(m[unitAgents])
+	c.ArtifactBytes = int64(m[unitArtifactBytes])
+	c.ConnectSeconds, c.TotalSeconds = m[unitConnect], m[unitTotal]
+	c.P50Seconds, c.P99Seconds, c.MaxSeconds = m[unitP50], m[unitP99], m[unitMax]
+	c.GoroutinesPeak = int(m[unitGoroutines])
+	c.RSSPeakBytes, c.BrokerRSSPeakBytes = int64(m[unitRSS]), int64(m[unitBrokerRSS])
+	c.S3BytesServed = int64(m[unitS3Served])
 	return c, nil
 }
 
@@ -53,28 +96,29 @@ func ParseConvergence(data []byte) (Convergence, error) {
 type ConvergenceRun struct {
 	Agents int
 	Result *Convergence
-	// WallSeconds is how long the command ran, start-up included.
+	// WallSeconds is how long the benchmark ran, Mosquitto's and MinIO's
+	// start included.
 	WallSeconds float64
-	// Note explains a skipped or failed size, or a result that did not
-	// converge.
+	// Note explains a skipped or failed size.
 	Note string
 	// Command is the command line run, empty when skipped.
 	Command string
-	// Stderr is the tail of the command's standard error when it failed.
-	Stderr string
+	// Output is the tail of the benchmark's output when it failed.
+	Output string
 }
 
-// Simulator runs `fleethub simulate` for fleet sizes within a time budget.
+// Simulator runs BenchmarkConvergence's test binary (built from
+// ConvergenceScenario's package) for fleet sizes within a time budget.
 type Simulator struct {
-	// HubBin is the fleethub binary.
-	HubBin string
-	// ArtifactSize is passed as --artifact-size, e.g. "10MiB".
-	ArtifactSize string
-	// Extra flags for every run, e.g. --download per-agent.
-	Extra []string
-	// Dir is the directory commands are shown relative to (the module
-	// root); empty shows HubBin as given.
+	// Bin is the test binary.
+	Bin string
+	// Dir is the directory it runs in, the package's, as go test does.
 	Dir string
+	// Shown is how commands show Bin, e.g. "$BENCHBIN/convergence.test";
+	// empty shows Bin.
+	Shown string
+	// ArtifactSize is the release's size, e.g. "10MiB".
+	ArtifactSize string
 }
 
 // Run simulates each size in ascending order until the deadline. Before a
@@ -112,40 +156,73 @@ func (s Simulator) Run(ctx context.Context, sizes []int, deadline time.Time) []C
 }
 
 func (s Simulator) runOne(ctx context.Context, n int, limit time.Duration) ConvergenceRun {
-	args := append([]string{"simulate", "--agents", strconv.Itoa(n), "--artifact-size", s.ArtifactSize, "-o", "json"}, s.Extra...)
-	shown := s.HubBin
-	if rel, err := filepath.Rel(s.Dir, s.HubBin); s.Dir != "" && err == nil && !strings.HasPrefix(rel, "..") {
-		shown = rel
-	}
-	run := ConvergenceRun{Agents: n, Command: shown + " " + strings.Join(args, " ")}
+	sc := ConvergenceScenario(n, s.ArtifactSize)
+	args := sc.Args()
+	run := ConvergenceRun{Agents: n, Command: fmt.Sprintf("(cd %s && %s%s %s)", sc.Package, envPrefix(sc.Env),
+		cmp.Or(s.Shown, s.Bin), shellQuote(args))}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.HubBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd := exec.CommandContext(ctx, s.Bin, args...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), sc.Env...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
 	start := time.Now()
 	err := cmd.Run()
 	run.WallSeconds = time.Since(start).Seconds()
-	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		run.Note = fmt.Sprintf("stopped after %.0f s: the time budget ran out", run.WallSeconds)
 		return run
 	}
-	if stdout.Len() > 0 {
-		if c, perr := ParseConvergence(stdout.Bytes()); perr == nil {
+	out, perr := Parse(bytes.NewReader(buf.Bytes()))
+	if perr == nil && err == nil && !out.Failed {
+		c, cerr := ConvergenceResult(out)
+		if cerr == nil {
 			run.Result = &c
-			if err != nil {
-				run.Note = "did not converge within the command's timeout: " + lastLine(stderr.String())
-			}
 			return run
 		}
+		perr = cerr
 	}
-	if err != nil {
-		run.Note = fmt.Sprintf("failed (%v): %s", err, lastLine(stderr.String()))
-		run.Stderr = tailString(stderr.String(), 3000)
+	if reason, ok := skipped(out); ok {
+		run.Note = "skipped: " + reason
 		return run
 	}
-	run.Note = "printed no result: " + lastLine(stdout.String())
+	if err == nil {
+		err = perr
+	}
+	run.Note = fmt.Sprintf("failed (%v): %s", err, failureLine(buf.String()))
+	run.Output = tailString(buf.String(), 3000)
 	return run
+}
+
+// skipped returns the reason of the convergence benchmark's skip.
+func skipped(out Output) (string, bool) {
+	for _, sk := range out.Skips {
+		if strings.HasPrefix(sk.Name, convergenceBench) {
+			return sk.Reason, true
+		}
+	}
+	return "", false
+}
+
+// failureLine returns the line of a failed benchmark's output that says
+// what went wrong: the first message after a "--- FAIL" line, a Go panic's
+// message, or else the last line.
+func failureLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "--- FAIL") && i+1 < len(lines) {
+			return shorten(skipReason(lines[i+1]))
+		}
+	}
+	return lastLine(s)
+}
+
+func shorten(l string) string {
+	if len(l) > 300 {
+		l = l[:300] + "…"
+	}
+	return l
 }
 
 // lastLine returns the line of a command's stderr that says what went
@@ -158,11 +235,7 @@ func lastLine(s string) string {
 			break
 		}
 	}
-	l := strings.TrimSpace(lines[len(lines)-1])
-	if len(l) > 300 {
-		l = l[:300] + "…"
-	}
-	return l
+	return shorten(strings.TrimSpace(lines[len(lines)-1]))
 }
 
 // ConvergencePlot draws total and p99 seconds against the number of

@@ -2,29 +2,52 @@ package benchreport
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestParseConvergence(t *testing.T) {
-	data, err := os.ReadFile("testdata/simulate.json")
+func TestConvergenceResult(t *testing.T) {
+	f, err := os.Open("testdata/convergence.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ParseConvergence(data)
+	defer f.Close()
+	out, err := Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ConvergenceResult(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Convergence{Agents: 1000, ArtifactBytes: 10 << 20, Download: "shared", ConnectSeconds: 2.1, TotalSeconds: 9.5,
-		P50Seconds: 4.2, P99Seconds: 8.7, MaxSeconds: 9.1, GoroutinesPeak: 12000, RSSPeakBytes: 734003200}
+		P50Seconds: 4.2, P99Seconds: 8.7, MaxSeconds: 9.1, GoroutinesPeak: 12000, RSSPeakBytes: 734003200,
+		BrokerRSSPeakBytes: 12 << 20, S3BytesServed: 10 << 20}
 	if c != want {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
-	for _, bad := range []string{``, `{}`, `{"agents":0}`, `{"agents":3,"p99_seconds":-1}`, `[1]`} {
-		if _, err := ParseConvergence([]byte(bad)); err == nil {
-			t.Errorf("ParseConvergence(%q) succeeded", bad)
-		}
+
+	bad := []struct {
+		name, output, wantErr string
+	}{
+		{"no output", "", "no BenchmarkConvergence result"},
+		{"other benchmark", "BenchmarkDownload/1MiB 1 5 ns/op\n", "no BenchmarkConvergence result"},
+		{"no agents", "BenchmarkConvergence/shared 1 5 ns/op 1 total-s 1 p50-s 1 p99-s 1 max-s\n", "no agents"},
+		{"no total", "BenchmarkConvergence/shared 1 5 ns/op 3 agents 1 p50-s 1 p99-s 1 max-s\n", "no total-s"},
+		{"negative p99", "BenchmarkConvergence/shared 1 5 ns/op 3 agents 1 total-s 1 p50-s -1 p99-s 1 max-s\n", "negative p99-s"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := Parse(strings.NewReader(tt.output))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ConvergenceResult(out); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ConvergenceResult error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 
@@ -52,33 +75,88 @@ func TestConvergencePlot(t *testing.T) {
 	}
 }
 
-func TestSimulatorSkipsBeyondBudget(t *testing.T) {
-	// A stand-in for fleethub that prints a result: pure logic of the
-	// budget, not a simulation.
-	dir := t.TempDir()
-	fake := dir + "/fleethub"
-	script := "#!/bin/sh\nsleep 1\necho '{\"agents\": 10, \"total_seconds\": 1, \"p99_seconds\": 1, \"p50_seconds\": 1, \"max_seconds\": 1}'\n"
-	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+// writeScript writes an executable shell script standing in for the
+// benchmark binary: pure logic of the budget and of reading its output,
+// not a simulation.
+func writeScript(t *testing.T, name, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := Simulator{HubBin: fake, ArtifactSize: "1MiB"}
+	return path
+}
+
+func TestSimulatorSkipsBeyondBudget(t *testing.T) {
+	// The stand-in echoes the fleet size it was given, as the benchmark does.
+	fake := writeScript(t, "convergence.test", "sleep 1\necho \"BenchmarkConvergence/shared-2  1  1000 ns/op  $MODELFLEET_SIM_AGENTS agents  1 total-s  1 p50-s  1 p99-s  1 max-s\"\necho PASS\n")
+	s := Simulator{Bin: fake, Dir: t.TempDir(), Shown: "$BENCHBIN/convergence.test", ArtifactSize: "1MiB"}
 	runs := s.Run(t.Context(), []int{1000000, 10}, time.Now().Add(30*time.Second))
-	if len(runs) != 2 || runs[0].Agents != 10 || runs[0].Result == nil {
-		t.Fatalf("runs = %+v, want the 10-agent run first with a result", runs)
+	if len(runs) != 2 || runs[0].Agents != 10 || runs[0].Result == nil || runs[0].Result.Agents != 10 {
+		t.Fatalf("runs = %+v, want the 10-agent run first with its result", runs)
+	}
+	if runs[0].Result.Download != "shared" {
+		t.Errorf("download = %q, want shared from the sub-benchmark's name", runs[0].Result.Download)
 	}
 	if runs[1].Result != nil || !strings.HasPrefix(runs[1].Note, "skipped: scaling the 10-agent run") {
 		t.Errorf("1,000,000 agents: %+v, want skipped by the linear estimate", runs[1])
 	}
-	if !strings.Contains(runs[0].Command, "simulate --agents 10 --artifact-size 1MiB -o json") {
-		t.Errorf("command = %q", runs[0].Command)
+	for _, want := range []string{"(cd ./hub/sim && MODELFLEET_SIM_AGENTS=10 MODELFLEET_SIM_ARTIFACT_SIZE=1MiB $BENCHBIN/convergence.test",
+		"-test.bench '^BenchmarkConvergence$' -test.benchtime 1x"} {
+		if !strings.Contains(runs[0].Command, want) {
+			t.Errorf("command = %q, want it to contain %q", runs[0].Command, want)
+		}
 	}
+}
 
-	failing := dir + "/failing"
-	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'simulate: broker unreachable' >&2\nexit 1\n"), 0o755); err != nil {
-		t.Fatal(err)
+func TestSimulatorNotesFailuresAndSkips(t *testing.T) {
+	tests := []struct {
+		name, script, wantNote string
+		wantOutput             bool
+	}{
+		{
+			name: "failure names the benchmark's message",
+			script: "echo 'time=x level=INFO msg=\"connecting agents\"'\necho '--- FAIL: BenchmarkConvergence/shared'\n" +
+				"echo '    bench_test.go:99: simulate 5 agents: agents did not converge: 2 of 5 agents did not report'\necho FAIL\nexit 1\n",
+			wantNote:   "failed (exit status 1): simulate 5 agents: agents did not converge",
+			wantOutput: true,
+		},
+		{
+			name:     "skip is a note, not a failure",
+			script:   "echo '--- SKIP: BenchmarkConvergence/shared'\necho '    mosquitto.go:1: mosquitto not found: run make deps'\necho PASS\n",
+			wantNote: "skipped: mosquitto not found: run make deps",
+		},
+		{
+			name:       "passing without a result",
+			script:     "echo PASS\n",
+			wantNote:   "no BenchmarkConvergence result",
+			wantOutput: true,
+		},
 	}
-	runs = Simulator{HubBin: failing, ArtifactSize: "1MiB"}.Run(t.Context(), []int{5}, time.Now().Add(time.Minute))
-	if len(runs) != 1 || runs[0].Result != nil || !strings.Contains(runs[0].Note, "broker unreachable") {
-		t.Errorf("failing run = %+v, want a note with its error", runs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bin := writeScript(t, "convergence.test", tt.script)
+			runs := Simulator{Bin: bin, Dir: t.TempDir(), ArtifactSize: "1MiB"}.Run(t.Context(), []int{5}, time.Now().Add(time.Minute))
+			if len(runs) != 1 || runs[0].Result != nil {
+				t.Fatalf("runs = %+v, want one without a result", runs)
+			}
+			if !strings.Contains(runs[0].Note, tt.wantNote) {
+				t.Errorf("note = %q, want it to contain %q", runs[0].Note, tt.wantNote)
+			}
+			if (runs[0].Output != "") != tt.wantOutput {
+				t.Errorf("output kept = %q, want kept %v", runs[0].Output, tt.wantOutput)
+			}
+		})
+	}
+}
+
+func TestSimulatorStopsAtDeadline(t *testing.T) {
+	bin := writeScript(t, "convergence.test", "exec sleep 30\n")
+	runs := Simulator{Bin: bin, Dir: t.TempDir(), ArtifactSize: "1MiB"}.Run(t.Context(), []int{5, 10}, time.Now().Add(500*time.Millisecond))
+	if len(runs) != 2 || runs[0].Result != nil || !strings.HasPrefix(runs[0].Note, "stopped after") {
+		t.Fatalf("runs = %+v, want the first stopped by the budget", runs)
+	}
+	if runs[1].Result != nil || runs[1].Note != "skipped: the time budget is used up" {
+		t.Errorf("second size: %+v, want skipped", runs[1])
 	}
 }

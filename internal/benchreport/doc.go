@@ -5,8 +5,9 @@
 // the `go test -bench` lines including custom metrics from
 // b.ReportMetric, summarises every figure over the rounds as a median and
 // its min–max spread, checks each against its goal, runs the fleet
-// convergence simulation (`fleethub simulate -o json`) for several fleet
-// sizes within a time budget, and renders the report with a PNG plot.
+// convergence benchmark (BenchmarkConvergence of package hub/sim, against
+// a real Mosquitto and MinIO) once per fleet size within a time budget,
+// and renders the report with a PNG plot.
 //
 // It is a development tool run by `make bench` (go run ./scripts/benchreport);
 // neither fleethub nor fleetagent links it.

@@ -92,6 +92,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	convScenario := ConvergenceScenario(0, cfg.ArtifactSize)
+	if len(cfg.Agents) > 0 {
+		log.Info("building benchmarks", "scenario", convScenario.Key, "package", convScenario.Package)
+		if err := r.Build(ctx, convScenario); err != nil {
+			return err
+		}
+	}
 	machine := DescribeMachine(ctx, repo, agentBin)
 	runs := Runs{}
 	for round := 1; round <= cfg.Rounds; round++ {
@@ -114,7 +121,8 @@ func Run(ctx context.Context, cfg Config) error {
 		binaries = append(binaries, Binary{Name: filepath.Base(b), Bytes: fi.Size()})
 	}
 
-	sim := Simulator{HubBin: hubBin, ArtifactSize: cfg.ArtifactSize, Dir: repo}
+	sim := Simulator{Bin: r.binary(convScenario), Dir: filepath.Join(repo, filepath.FromSlash(convScenario.Package)),
+		Shown: "$BENCHBIN/" + convScenario.Key + ".test", ArtifactSize: cfg.ArtifactSize}
 	conv := sim.Run(ctx, cfg.Agents, deadline)
 	plot := ConvergencePlot(conv)
 	plot.Title += ", " + cfg.ArtifactSize + " artifact"
@@ -122,8 +130,8 @@ func Run(ctx context.Context, cfg Config) error {
 		if c.Command != "" {
 			r.Commands = append(r.Commands, c.Command)
 		}
-		if c.Stderr != "" {
-			r.Failures = append(r.Failures, fmt.Sprintf("fleethub simulate --agents %d:\n%s", c.Agents, c.Stderr))
+		if c.Output != "" {
+			r.Failures = append(r.Failures, fmt.Sprintf("%s, %d agents:\n%s", convScenario.Key, c.Agents, c.Output))
 		}
 		log.Info("convergence", "agents", c.Agents, "wall_seconds", c.WallSeconds, "note", c.Note)
 	}

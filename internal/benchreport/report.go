@@ -322,19 +322,25 @@ func subtract(a, b []float64) []float64 {
 func convergence(in Inputs) ([]Goal, Section) {
 	s := Section{
 		Title: "Fleet convergence",
-		Text: fmt.Sprintf("`fleethub simulate --agents N --artifact-size %s -o json` (self-contained: its own broker, S3 "+
-			"and in-process hub core; simulated agents verify signatures and the artifact's sha256 but create no ONNX "+
-			"Runtime session): one rollout to all N agents in one wave, timed from the rollout's start. \"total\" is "+
-			"until the hub marked the rollout succeeded; p50/p99/max are per agent, until it reported the version "+
-			"active. The baseline is linear scaling from the smallest fleet: total ÷ (smallest fleet's total × N ÷ its N); "+
+		Text: fmt.Sprintf("`BenchmarkConvergence` (package hub/sim) with `MODELFLEET_SIM_AGENTS=N` and a %s release: N "+
+			"simulated agents, each with its own MQTT session against a real Mosquitto (`max_queued_messages` 100,000 "+
+			"or 5 × N if more, `max_inflight_messages` 1000, `max_connections` -1, set by internal/testenv) and its "+
+			"own trust state, install a release that a hub core running in the benchmark process pushed to a real "+
+			"MinIO; the artifact is downloaded from MinIO once into a blob store the agents share, and every agent "+
+			"verifies the assignment's and manifest's signatures and the artifact's sha256 (no ONNX Runtime session). "+
+			"One rollout to all N agents in one wave, timed from the rollout's start. \"total\" is until the hub "+
+			"marked the rollout succeeded; p50/p99/max are per agent, until it reported the version active. Goroutines "+
+			"and \"RSS peak\" are the benchmark process's (agents and hub core); \"broker RSS\" is Mosquitto's VmHWM. "+
+			"The baseline is linear scaling from the smallest fleet: total ÷ (smallest fleet's total × N ÷ its N); "+
 			"below 1 is better than linear. One run per size.", in.ArtifactSize),
-		Table: Table{Header: []string{"agents", "download", "connect s", "p50 s", "p99 s", "max s", "total s", "total ÷ linear", "goroutines peak", "RSS peak MiB", "note"}},
+		Table: Table{Header: []string{"agents", "download", "connect s", "p50 s", "p99 s", "max s", "total s", "total ÷ linear",
+			"goroutines peak", "RSS peak MiB", "broker RSS peak MiB", "note"}},
 		Image: in.ConvergencePlot,
 	}
 	var baseN, baseTotal float64
 	for _, r := range in.Convergence {
 		if r.Result == nil {
-			s.Table.Rows = append(s.Table.Rows, []string{strconv.Itoa(r.Agents), "—", "—", "—", "—", "—", "—", "—", "—", "—", r.Note})
+			s.Table.Rows = append(s.Table.Rows, []string{strconv.Itoa(r.Agents), "—", "—", "—", "—", "—", "—", "—", "—", "—", "—", r.Note})
 			continue
 		}
 		c := r.Result
@@ -348,7 +354,7 @@ func convergence(in Inputs) ([]Goal, Section) {
 		s.Table.Rows = append(s.Table.Rows, []string{
 			strconv.Itoa(c.Agents), c.Download, fixed(2)(c.ConnectSeconds), fixed(2)(c.P50Seconds), fixed(2)(c.P99Seconds),
 			fixed(2)(c.MaxSeconds), fixed(2)(c.TotalSeconds), lin, strconv.Itoa(c.GoroutinesPeak),
-			fixed(0)(float64(c.RSSPeakBytes) / (1 << 20)), r.Note,
+			fixed(0)(float64(c.RSSPeakBytes) / (1 << 20)), fixed(0)(float64(c.BrokerRSSPeakBytes) / (1 << 20)), r.Note,
 		})
 	}
 	return nil, s
@@ -395,7 +401,7 @@ func (r Report) Markdown() []byte {
 		}
 	}
 	w("\n## Commands\n\n`$BENCHBIN` is a temporary directory holding the test binaries; each benchmark runs in its "+
-		"package's directory, as `go test` would, once per round (%d rounds) in this order; then the simulations.\n\n```\n", r.Rounds)
+		"package's directory, as `go test` would, once per round (%d rounds) in this order; then the fleet convergence benchmark once per fleet size.\n\n```\n", r.Rounds)
 	seen := map[string]bool{}
 	for _, c := range r.Commands {
 		if !seen[c] {

@@ -14,6 +14,7 @@ const (
 	KeyVerification = "verification"
 	KeyIngest       = "ingest"
 	KeyFootprint    = "footprint"
+	KeyConvergence  = "convergence"
 )
 
 // Goals from the benchmarks issue.
@@ -47,6 +48,16 @@ func Scenarios(benchtime, agentBin string) []Scenario {
 		{Key: KeyFootprint, Package: "./cmd/fleetagent", Bench: "^BenchmarkFootprint$", Benchtime: "1x",
 			Env: []string{"MODELFLEET_AGENT_BIN=" + agentBin}},
 	}
+}
+
+// ConvergenceScenario returns the fleet convergence benchmark for agents
+// simulated agents and a release of artifactSize (e.g. "10MiB"):
+// BenchmarkConvergence of package hub/sim, against a real Mosquitto and
+// MinIO, run once. The simulation runs it per fleet size after the rounds
+// (Simulator).
+func ConvergenceScenario(agents int, artifactSize string) Scenario {
+	return Scenario{Key: KeyConvergence, Package: "./hub/sim", Bench: "^" + convergenceBench + "$", Benchtime: "1x",
+		Env: []string{"MODELFLEET_SIM_AGENTS=" + strconv.Itoa(agents), "MODELFLEET_SIM_ARTIFACT_SIZE=" + artifactSize}}
 }
 
 // Goal is one target of the benchmarks issue and whether the run met it.

@@ -183,6 +183,15 @@ func (b *Broker) TLSConfig() *tls.Config {
 	return b.PKI.ClientTLSConfig()
 }
 
+// PID returns the broker's process id, or 0 when it is not running. Load
+// tests read its resource use from /proc/PID.
+func (b *Broker) PID() int {
+	if !b.proc.running() {
+		return 0
+	}
+	return b.proc.cmd.Process.Pid
+}
+
 // Stop shuts the broker down with SIGTERM, which makes it save retained
 // messages and sessions, and waits for it to exit. It does nothing when the
 // broker is not running.
