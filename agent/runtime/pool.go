@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"slices"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -33,7 +34,7 @@ type pool struct {
 // one-off values). inputs have passed validateInputs.
 func (s *model) take(inputs map[string]Tensor) *tensorSet {
 	for _, spec := range s.inputs {
-		if spec.hasDynamic() || !sameShape(inputs[spec.Name].shape, spec.Shape) {
+		if spec.hasDynamic() || !slices.Equal(inputs[spec.Name].shape, spec.Shape) {
 			return nil
 		}
 	}
@@ -124,18 +125,6 @@ func (set *tensorSet) destroy() {
 	if set.ro != nil {
 		_ = set.ro.Destroy()
 	}
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // copyInto copies src's data into the Go memory behind dst, reporting

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
@@ -531,7 +532,7 @@ func decodeData(raw []byte, et runtime.ElemType, shape []int64) (runtime.Tensor,
 		return runtime.Tensor{}, fmt.Errorf("data has %d values, shape %s needs %d", v.n, formatShape(shape), n)
 	case len(v.dims) == 1:
 		// Flat, any shape.
-	case !equalDims(v.dims, shape):
+	case !slices.Equal(v.dims, shape):
 		return runtime.Tensor{}, fmt.Errorf("data is nested as %s, which does not match shape %s; nest it as the shape or send it flat", formatShape(v.dims), formatShape(shape))
 	}
 	return newTensor(v, append([]int64(nil), shape...)), nil
@@ -670,18 +671,6 @@ func appendShape(b []byte, dims []int64) []byte {
 		b = strconv.AppendInt(appendSep(b, i), d, 10)
 	}
 	return append(b, ']')
-}
-
-func equalDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // formatShape writes dims as [1,64], as KServe and the runtime do.

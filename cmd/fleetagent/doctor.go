@@ -22,6 +22,7 @@ import (
 	"github.com/modelfleet/modelfleet/agent"
 	"github.com/modelfleet/modelfleet/agent/accel"
 	"github.com/modelfleet/modelfleet/agent/runtime"
+	"github.com/modelfleet/modelfleet/internal/bus"
 	"github.com/modelfleet/modelfleet/internal/cli"
 )
 
@@ -340,7 +341,7 @@ func checkNetwork(ctx context.Context, cfg *agent.Config, timeout time.Duration)
 	type target struct{ name, addr, hostport, fix string }
 	var targets []target
 	for _, b := range cfg.MQTT.Brokers {
-		hp, err := brokerHostPort(b)
+		hp, err := bus.HostPort(b)
 		if err != nil {
 			continue // Validate reported it
 		}
@@ -395,29 +396,6 @@ func checkTCP(ctx context.Context, name, addr, hostport, fix string, timeout tim
 	c.Status, c.Fix = checkOK, ""
 	c.Detail = fmt.Sprintf("%s: %s accepts TCP connections", addr, hostport)
 	return c
-}
-
-// brokerHostPort returns host:port of an MQTT broker URL, with the default
-// port of its scheme.
-func brokerHostPort(broker string) (string, error) {
-	u, err := url.Parse(broker)
-	if err != nil || u.Hostname() == "" {
-		return "", fmt.Errorf("%q is not a broker URL", broker)
-	}
-	port := u.Port()
-	if port == "" {
-		switch u.Scheme {
-		case "ssl", "tls", "mqtts":
-			port = "8883"
-		case "ws":
-			port = "80"
-		case "wss":
-			port = "443"
-		default:
-			port = "1883"
-		}
-	}
-	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
 // s3HostPort returns host:port of an S3 endpoint given as host[:port] or

@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelfleet/modelfleet/agent/runtime"
 	"github.com/modelfleet/modelfleet/agent/runtime/runtimetest"
+	"github.com/modelfleet/modelfleet/internal/bus"
 )
 
 // execDoctor runs `fleetagent doctor args…` through the root command, as
@@ -294,7 +295,7 @@ func TestDoctorHostPorts(t *testing.T) {
 			if tt.s3 {
 				got, err = s3HostPort(tt.in, tt.insecure)
 			} else {
-				got, err = brokerHostPort(tt.in)
+				got, err = bus.HostPort(tt.in)
 			}
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Errorf("got %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/modelfleet/modelfleet/hub/api"
 	"github.com/modelfleet/modelfleet/hub/release"
 	"github.com/modelfleet/modelfleet/hub/store/sqlite"
+	"github.com/modelfleet/modelfleet/internal/bus"
 	"github.com/modelfleet/modelfleet/internal/config"
 	"github.com/modelfleet/modelfleet/internal/keys"
 	"github.com/modelfleet/modelfleet/manifest"
@@ -295,22 +295,9 @@ func warnUntilReady(ctx context.Context, ready <-chan struct{}, brokers []string
 // what failed ("reachable" when the TCP connection works, so the problem
 // is TLS, credentials or the MQTT handshake).
 func dialReason(ctx context.Context, broker string) string {
-	u, err := url.Parse(broker)
-	if err != nil || u.Host == "" {
-		return fmt.Sprintf("broker URL %q does not parse: want tcp://host:1883 or ssl://host:8883", broker)
-	}
-	host := u.Host
-	if u.Port() == "" {
-		port := "1883"
-		switch u.Scheme {
-		case "ssl", "tls", "mqtts":
-			port = "8883"
-		case "ws":
-			port = "80"
-		case "wss":
-			port = "443"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
+	host, err := bus.HostPort(broker)
+	if err != nil {
+		return err.Error()
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

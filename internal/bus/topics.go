@@ -9,6 +9,8 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 )
 
@@ -116,4 +118,28 @@ func ValidateName(s string) error {
 		return fmt.Errorf("%w: %q is reserved", ErrBadName, s)
 	}
 	return nil
+}
+
+// HostPort returns the host:port a broker URL connects to, with its
+// scheme's default port when it names none: 1883 for tcp://, 8883 for
+// ssl://, tls:// and mqtts://, 80 for ws://, 443 for wss://.
+func HostPort(broker string) (string, error) {
+	u, err := url.Parse(broker)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("broker URL %q does not parse: want tcp://host:1883 or ssl://host:8883", broker)
+	}
+	port := u.Port()
+	if port == "" {
+		switch u.Scheme {
+		case "ssl", "tls", "mqtts":
+			port = "8883"
+		case "ws":
+			port = "80"
+		case "wss":
+			port = "443"
+		default:
+			port = "1883"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
 }

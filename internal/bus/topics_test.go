@@ -69,3 +69,26 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 }
+
+func TestHostPort(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"tcp://broker:1883", "broker:1883"},
+		{"tcp://broker", "broker:1883"},
+		{"ssl://broker", "broker:8883"},
+		{"mqtts://10.0.0.1", "10.0.0.1:8883"},
+		{"ws://broker", "broker:80"},
+		{"wss://broker", "broker:443"},
+		{"ssl://[::1]", "[::1]:8883"},
+		{"tls://broker:9000", "broker:9000"},
+	} {
+		got, err := HostPort(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("HostPort(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "tcp://", "::"} {
+		if _, err := HostPort(bad); err == nil {
+			t.Errorf("HostPort(%q): no error", bad)
+		}
+	}
+}
