@@ -111,11 +111,13 @@ func (h *Hub) ingest(ctx context.Context, device, kind string, m bus.Message) er
 		if s.Device != "" && s.Device != device {
 			h.log.Warn("state payload names another device; the topic wins", "device", device, "payload_device", s.Device)
 		}
+		// SetDeviceState marks the device seen in the same transaction: a
+		// second write for seen() would double the cost of every report.
 		if err := st.SetDeviceState(ctx, device, s, now); err != nil {
 			return err
 		}
 		h.wake()
-		return seen()
+		return nil
 	case bus.KindTelemetry:
 		var t report.Telemetry
 		if err := json.Unmarshal(m.Payload, &t); err != nil {

@@ -42,7 +42,8 @@ type Store interface {
 	// the device's reported labels, accepted assignment sequence, runtime
 	// inventory and models (models absent from the report are removed).
 	// A model's UpdatedAt moves to at only when its entry changed. Unknown
-	// devices are registered.
+	// devices are registered, and LastSeen moves forward to at, as with
+	// UpsertDevice, in the same transaction.
 	SetDeviceState(ctx context.Context, id string, st report.State, at time.Time) error
 	// SetLabels changes the labels an operator set on the hub for a device:
 	// set adds or overrides, remove deletes (revealing the device-reported

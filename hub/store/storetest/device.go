@@ -29,6 +29,21 @@ func testDevices(t *testing.T, open opener) {
 		}
 	})
 
+	// A state report is a sign of life: the hub relies on SetDeviceState
+	// to move LastSeen, without a second write.
+	t.Run("StateMovesLastSeenForwardOnly", func(t *testing.T) {
+		s, ctx := open(t), t.Context()
+		for _, at := range []time.Time{T0, T0.Add(time.Minute), T0.Add(30 * time.Second)} {
+			st := report.State{Schema: report.Schema, Device: "edge-1", Time: at, Models: map[string]report.Model{}}
+			wantErr(t, "SetDeviceState", s.SetDeviceState(ctx, "edge-1", st, at), nil)
+		}
+		d, err := s.GetDevice(ctx, "edge-1")
+		wantErr(t, "GetDevice", err, nil)
+		if !sameTime(d.FirstSeen, T0) || !sameTime(d.LastSeen, T0.Add(time.Minute)) {
+			t.Errorf("FirstSeen, LastSeen = %v, %v; want %v, %v", d.FirstSeen, d.LastSeen, T0, T0.Add(time.Minute))
+		}
+	})
+
 	t.Run("InvalidInput", func(t *testing.T) {
 		s, ctx := open(t), t.Context()
 		tests := []struct {
