@@ -82,30 +82,7 @@ log_level: debug
 	addr := freeAddr(t)
 	hubURL := "http://" + addr
 	hubLog := &testenv.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		root := newRootCommand()
-		root.SetOut(hubLog)
-		root.SetErr(hubLog)
-		root.SetArgs([]string{"serve", "--config", cfgPath, "--api-addr", addr})
-		done <- root.ExecuteContext(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30s of its context ending")
-		}
-		if t.Failed() {
-			t.Logf("hub log:\n%s", hubLog.String())
-		}
-	})
-	waitHealthy(t, hubURL, done)
+	runServe(t, hubURL, hubLog, "--config", cfgPath, "--api-addr", addr)
 	cli := func(args ...string) []string { return append(args, "--hub", hubURL) }
 
 	var tok api.EnrollTokenResponse

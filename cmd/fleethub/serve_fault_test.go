@@ -23,7 +23,6 @@ import (
 type servedHub struct {
 	url, token, keyDir string
 	log                *testenv.Buffer
-	done               chan error
 }
 
 // cli returns args with --hub and --token of h.
@@ -37,13 +36,13 @@ func (h *servedHub) cli(args ...string) []string {
 func startServe(t *testing.T, brokerURL string, s3 *testenv.ObjectStore, extra ...string) *servedHub {
 	t.Helper()
 	dir := t.TempDir()
-	h := &servedHub{url: "", token: "fault-test-token", keyDir: filepath.Join(dir, "keys"), log: &testenv.Buffer{}, done: make(chan error, 1)}
+	h := &servedHub{url: "", token: "fault-test-token", keyDir: filepath.Join(dir, "keys"), log: &testenv.Buffer{}}
 	if _, err := keys.Init(context.Background(), h.keyDir, keys.DefaultInitOptions()); err != nil {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
 	h.url = "http://" + addr
-	args := []string{"serve", "--config", filepath.Join(dir, "none.yaml"),
+	args := []string{"--config", filepath.Join(dir, "none.yaml"),
 		"--hub-mqtt-brokers", brokerURL, "--hub-key-dir", h.keyDir, "--hub-store-path", filepath.Join(dir, "hub.db"),
 		"--hub-tick-millis", "200", "--api-addr", addr, "--api-token", h.token,
 		"--s3-endpoint", s3.Endpoint, "--s3-region", s3.Region, "--s3-access-key", s3.AccessKey, "--s3-secret-key", s3.SecretKey,
@@ -52,29 +51,7 @@ func startServe(t *testing.T, brokerURL string, s3 *testenv.ObjectStore, extra .
 	if err := os.WriteFile(filepath.Join(dir, "none.yaml"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		root := newRootCommand()
-		root.SetOut(io.Discard)
-		root.SetErr(h.log)
-		root.SetArgs(args)
-		h.done <- root.ExecuteContext(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-h.done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30s of its context ending")
-		}
-		if t.Failed() {
-			t.Logf("fleethub serve log:\n%s", h.log.String())
-		}
-	})
-	waitHealthy(t, h.url, h.done)
+	runServe(t, h.url, h.log, args...)
 	return h
 }
 

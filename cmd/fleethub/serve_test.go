@@ -62,6 +62,37 @@ func waitHealthy(t *testing.T, url string, done <-chan error) {
 	}
 }
 
+// runServe runs `fleethub serve` in-process with args until the test ends,
+// with its output in log (printed if the test fails), and returns once the
+// API at url answers.
+func runServe(t *testing.T, url string, log *testenv.Buffer, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	exited := make(chan error, 1)
+	go func() {
+		root := newRootCommand()
+		root.SetOut(log)
+		root.SetErr(log)
+		root.SetArgs(append([]string{"serve"}, args...))
+		exited <- root.ExecuteContext(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop within 30s of its context ending")
+		}
+		if t.Failed() {
+			t.Logf("fleethub serve log:\n%s", log.String())
+		}
+	})
+	waitHealthy(t, url, exited)
+}
+
 // TestServeAndCLI runs `fleethub serve` in-process against real Mosquitto
 // and MinIO, configured through a file, the environment and flags, and
 // drives it with the client commands.
@@ -96,28 +127,7 @@ log_level: warn
 	addr := freeAddr(t)
 	hubURL := "http://" + addr
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		root := newRootCommand()
-		var out, errOut bytes.Buffer
-		root.SetOut(&out)
-		root.SetErr(&errOut)
-		root.SetArgs([]string{"serve", "--config", cfgPath, "--hub-store-path", filepath.Join(dir, "hub.db"), "--api-addr", addr})
-		done <- root.ExecuteContext(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30s of its context ending")
-		}
-	})
-	waitHealthy(t, hubURL, done)
+	runServe(t, hubURL, &testenv.Buffer{}, "--config", cfgPath, "--hub-store-path", filepath.Join(dir, "hub.db"), "--api-addr", addr)
 
 	cli := func(args ...string) []string { return append(args, "--hub", hubURL, "--token", token) }
 
