@@ -319,13 +319,7 @@ func (m *MQTT) runBinding(ctx context.Context, r *route, msg bus.Message) {
 // bindingFailed counts a failed message and reports it on the error topic.
 func (m *MQTT) bindingFailed(ctx context.Context, r *route, msg bus.Message, err error, version string) {
 	code := statusOf(err)
-	switch code {
-	case 400:
-		m.stats.bindings.badInput.Add(1)
-	case 503:
-		m.stats.bindings.busy.Add(1)
-	default:
-		m.stats.bindings.failed.Add(1)
+	if m.stats.bindings.failure(code) {
 		logFailure(m.log, r.b.Model, version, err)
 	}
 	if r.errors == nil || code == 503 {

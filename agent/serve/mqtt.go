@@ -445,14 +445,7 @@ func (m *MQTT) replyError(ctx context.Context, model, id, replyTo string, err er
 		return
 	}
 	code := statusOf(err)
-	switch code {
-	case 400:
-		m.stats.requests.badInput.Add(1)
-	case 503:
-		m.stats.requests.busy.Add(1)
-	default:
-		m.stats.requests.failed.Add(1)
-	}
+	m.stats.requests.failure(code)
 	payload, _ := json.Marshal(mqttError{ID: id, ModelName: model, Error: clientMessage(model, err), Code: code})
 	if perr := m.publish(ctx, replyTo, replyQoS, payload); perr != nil {
 		m.warn("error reply not published", "model", model, "reply_to", replyTo, "err", perr)
@@ -567,6 +560,22 @@ type stats struct {
 
 type counters struct {
 	received, ok, badInput, failed, busy, dropped atomic.Uint64
+}
+
+// failure counts a message that failed with the HTTP-like status code, and
+// reports whether the model failed (rather than the input being bad or the
+// model busy).
+func (c *counters) failure(code int) (modelFailed bool) {
+	switch code {
+	case 400:
+		c.badInput.Add(1)
+	case 503:
+		c.busy.Add(1)
+	default:
+		c.failed.Add(1)
+		return true
+	}
+	return false
 }
 
 func (c *counters) snapshot() Counts {
