@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 
 	"github.com/modelfleet/modelfleet/agent/serve"
 	"github.com/modelfleet/modelfleet/internal/buildinfo"
@@ -56,12 +57,8 @@ func (a *Agent) Model(name string) (serve.ModelInfo, bool) {
 // Models implements serve.Inferer: every model the agent serves, by name.
 func (a *Agent) Models() []serve.ModelInfo {
 	a.mu.Lock()
-	names := make([]string, 0, len(a.served))
-	for n := range a.served {
-		names = append(names, n)
-	}
+	names := slices.Sorted(maps.Keys(a.served))
 	a.mu.Unlock()
-	sort.Strings(names)
 	out := make([]serve.ModelInfo, 0, len(names))
 	for _, n := range names {
 		if m, ok := a.Model(n); ok {

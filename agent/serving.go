@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -114,19 +116,13 @@ func (a *Agent) unload(name string) {
 
 func (a *Agent) closeModels() {
 	a.mu.Lock()
-	names := make([]string, 0, len(a.served))
-	for n := range a.served {
-		names = append(names, n)
-	}
+	names := slices.Collect(maps.Keys(a.served))
 	a.mu.Unlock()
 	for _, n := range names {
 		a.unload(n)
 	}
 	a.mu.Lock()
-	shadows := make([]string, 0, len(a.shadows))
-	for n := range a.shadows {
-		shadows = append(shadows, n)
-	}
+	shadows := slices.Collect(maps.Keys(a.shadows))
 	a.mu.Unlock()
 	for _, n := range shadows {
 		a.unloadShadow(n)
