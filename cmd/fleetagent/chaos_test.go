@@ -59,24 +59,12 @@ func TestKillDuringInstall(t *testing.T) {
 	trust := fleettest.TrustFromKeyDir(t, filepath.Join(dir, "keys"))
 	dataDir := filepath.Join(dir, "data")
 	cfgPath := filepath.Join(dir, "agent.yaml")
-	writeFile(t, cfgPath, fmt.Sprintf(`device_id: edge-chaos
-mqtt:
-  brokers: [%s]
-s3:
-  endpoint: %s
-  access_key: %s
-  secret_key: %s
-  region: %s
-  insecure: true
-data_dir: %s
-trust_root: %s
-ort_lib: %s
-fetch:
+	writeFile(t, cfgPath, agentConfig("edge-chaos", broker.URL, proxy.Addr, s3, dataDir, filepath.Join(dir, "keys", "root.json"), ortLib)+`fetch:
   concurrency: 1
   retry_base_millis: 50
   retry_max_millis: 500
 log_level: debug
-`, broker.URL, proxy.Addr, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, filepath.Join(dir, "keys", "root.json"), ortLib))
+`)
 
 	const name = "vibration-anomaly"
 	big := fleettest.PaddedModel(models.SeedV2, 32<<20)
@@ -271,6 +259,26 @@ func (p *agentProc) stop(t *testing.T) {
 		b, _ := os.ReadFile(p.log)
 		t.Errorf("agent exited with %d after SIGTERM:\n%s", code, tail(b, 2000))
 	}
+}
+
+// agentConfig is the configuration file of a fleetagent process in these
+// tests: device ID, broker, S3 reached at s3Endpoint (s3's own, or a proxy
+// in front of it) with s3's credentials, data dir, trust root and ONNX
+// Runtime library. Callers append further keys.
+func agentConfig(device, brokerURL, s3Endpoint string, s3 *testenv.ObjectStore, dataDir, rootPath, ortLib string) string {
+	return fmt.Sprintf(`device_id: %s
+mqtt:
+  brokers: [%s]
+s3:
+  endpoint: %s
+  access_key: %s
+  secret_key: %s
+  region: %s
+  insecure: true
+data_dir: %s
+trust_root: %s
+ort_lib: %s
+`, device, brokerURL, s3Endpoint, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, rootPath, ortLib)
 }
 
 func writeFile(t *testing.T, path, content string) {

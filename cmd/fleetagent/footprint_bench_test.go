@@ -65,19 +65,7 @@ func BenchmarkFootprint(b *testing.B) {
 		if err := os.MkdirAll(run, 0o700); err != nil {
 			b.Fatal(err)
 		}
-		cfg := fmt.Sprintf(`device_id: %s
-mqtt:
-  brokers: [%s]
-s3:
-  endpoint: %s
-  access_key: %s
-  secret_key: %s
-  region: %s
-  insecure: true
-data_dir: %s
-trust_root: %s
-ort_lib: %s
-`, device, broker.URL, s3.Endpoint, s3.AccessKey, s3.SecretKey, s3.Region, dataDir, filepath.Join(dir, "keys", "root.json"), ortLib)
+		cfg := agentConfig(device, broker.URL, s3.Endpoint, s3, dataDir, filepath.Join(dir, "keys", "root.json"), ortLib)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			b.Fatal(err)
 		}
